@@ -1,0 +1,345 @@
+//! [`Db`]: the embedded store. Opens (recovers) every shard in parallel, validates and
+//! routes writes to the shards' writer threads, and answers point reads.
+//!
+//! Data directory layout: `MANIFEST.json`, `LOCK`, `wal/` (segments of every shard,
+//! shard-aware names) and `snapshots/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::hlc::HybridClock;
+use crate::manifest::{self, Manifest};
+use crate::options::Options;
+use crate::session::Ack;
+use crate::shard::router::ShardRouter;
+use crate::shard::writer::{Command, ShardWriter};
+use crate::shard::{OpenedShard, ShardPaths, ShardRecovery, SharedState, open_shard};
+use crate::signal::{BATCH_SIGNALS_MAX, Signal};
+use crate::wal::WalError;
+use crate::wal::writer::WalWriter;
+
+/// What opening the store recovered, per shard.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecoveryReport {
+    pub shards: Vec<ShardRecovery>,
+    pub elapsed: Duration,
+}
+
+impl RecoveryReport {
+    pub fn records_replayed(&self) -> u64 {
+        self.shards.iter().map(|s| s.records_replayed).sum()
+    }
+
+    pub fn wal_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.wal_bytes).sum()
+    }
+}
+
+pub(crate) struct ShardHandle {
+    pub state: SharedState,
+    tx: SyncSender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) struct DbInner {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub manifest: Manifest,
+    pub router: ShardRouter,
+    pub shards: Vec<ShardHandle>,
+    pub clock: Arc<HybridClock>,
+    pub recovery: RecoveryReport,
+    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// The embedded signal store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+/// Acks a submitted batch will produce; wait for them blocking or async.
+#[must_use = "a write is only acknowledged once waited for"]
+pub struct PendingWrite {
+    len: usize,
+    /// Per shard: the input positions of its signals, and where its acks arrive.
+    parts: Vec<(Vec<usize>, AckReceiver)>,
+}
+
+type AckReceiver = oneshot::Receiver<Result<Vec<Ack>>>;
+
+impl PendingWrite {
+    /// Blocks until every shard acknowledged. Must not be called inside an async runtime.
+    pub fn wait(self) -> Result<Vec<Ack>> {
+        let mut acks = vec![None; self.len];
+        for (indices, rx) in self.parts {
+            let part = rx.blocking_recv().map_err(|_| Error::Closed)??;
+            place(&mut acks, &indices, part);
+        }
+        Ok(acks.into_iter().flatten().collect())
+    }
+
+    /// Waits without blocking a thread.
+    pub async fn wait_async(self) -> Result<Vec<Ack>> {
+        let mut acks = vec![None; self.len];
+        for (indices, rx) in self.parts {
+            let part = rx.await.map_err(|_| Error::Closed)??;
+            place(&mut acks, &indices, part);
+        }
+        Ok(acks.into_iter().flatten().collect())
+    }
+}
+
+fn place(acks: &mut [Option<Ack>], indices: &[usize], part: Vec<Ack>) {
+    for (i, ack) in indices.iter().zip(part) {
+        acks[*i] = Some(ack);
+    }
+}
+
+impl Db {
+    /// Opens the store in `dir`, creating it if needed, and recovers every shard.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let vfs = options.vfs.clone();
+        let paths = ShardPaths { wal_dir: dir.join("wal"), snapshot_dir: dir.join("snapshots") };
+        for d in [&dir, &paths.wal_dir, &paths.snapshot_dir] {
+            vfs.create_dir_all(d).map_err(|e| WalError::io("create directory", d, e))?;
+        }
+        let lock = vfs.lock_dir(&dir).map_err(|e| WalError::io("lock data directory", &dir, e))?;
+        let clock = Arc::new(HybridClock::new(options.clock.clone(), options.max_clock_skew_ms));
+        let manifest = manifest::load_or_create(&*vfs, &dir, &options, clock.now().physical_ms())?;
+        let started = Instant::now();
+        let opened = recover_all(&options, &paths, manifest.shards, &clock)?;
+        let recovery = RecoveryReport {
+            shards: opened.iter().map(|o| o.recovery.clone()).collect(),
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            shards = manifest.shards,
+            replayed = recovery.records_replayed(),
+            elapsed_ms = recovery.elapsed.as_millis() as u64,
+            "store opened"
+        );
+        let mut shards = Vec::with_capacity(opened.len());
+        for opened in opened {
+            shards.push(start_writer(&options, &paths, opened, &clock)?);
+        }
+        let router = ShardRouter::new(manifest.shards);
+        Ok(Db {
+            inner: Arc::new(DbInner { dir, options, manifest, router, shards, clock, recovery, _lock: lock }),
+        })
+    }
+
+    /// Writes one signal; returns once it is durable (per the durability mode) and visible.
+    pub fn write(&self, signal: Signal) -> Result<Ack> {
+        let mut acks = self.write_batch(vec![signal])?;
+        acks.pop().ok_or(Error::Closed)
+    }
+
+    /// Writes a batch. Every signal is validated first: one invalid signal rejects the batch
+    /// and nothing of it is written. Acks come back in input order.
+    pub fn write_batch(&self, signals: Vec<Signal>) -> Result<Vec<Ack>> {
+        self.submit(signals)?.wait()
+    }
+
+    /// Validates, routes and enqueues a batch; the returned [`PendingWrite`] yields the acks.
+    ///
+    /// Session rules are checked for the whole batch before anything is enqueued, so a gap
+    /// rejects the batch whole. (A concurrent writer to the same session can still race
+    /// ahead of this check; then the shard rejects its part and reports the gap.)
+    pub fn submit(&self, signals: Vec<Signal>) -> Result<PendingWrite> {
+        let inner = &*self.inner;
+        if signals.len() > BATCH_SIGNALS_MAX {
+            return Err(Error::BatchTooLarge { len: signals.len(), max: BATCH_SIGNALS_MAX });
+        }
+        for (index, signal) in signals.iter().enumerate() {
+            signal.validate(&inner.options.custom_kinds).map_err(|f| Error::InvalidSignal {
+                index,
+                field: f.field,
+                reason: f.reason,
+            })?;
+        }
+        let len = signals.len();
+        let mut by_shard: Vec<(Vec<usize>, Vec<Signal>)> =
+            (0..inner.shards.len()).map(|_| Default::default()).collect();
+        for (index, signal) in signals.into_iter().enumerate() {
+            let part = &mut by_shard[inner.router.shard_for(&signal.user) as usize];
+            part.0.push(index);
+            part.1.push(signal);
+        }
+        for (shard, (_, part)) in by_shard.iter().enumerate() {
+            if !part.is_empty() {
+                precheck_sessions(&inner.shards[shard].state, part)?;
+            }
+        }
+        let mut parts = Vec::new();
+        for (shard, (indices, part)) in by_shard.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            inner.shards[shard]
+                .tx
+                .send(Command::Write { signals: part, reply })
+                .map_err(|_| Error::Closed)?;
+            parts.push((indices, rx));
+        }
+        Ok(PendingWrite { len, parts })
+    }
+
+    /// Snapshots every shard now; returns the seq each snapshot covers.
+    pub fn snapshot(&self) -> Result<Vec<u64>> {
+        let mut pending = Vec::new();
+        for shard in &self.inner.shards {
+            let (reply, rx) = oneshot::channel();
+            shard.tx.send(Command::Snapshot { reply }).map_err(|_| Error::Closed)?;
+            pending.push(rx);
+        }
+        pending.into_iter().map(|rx| rx.blocking_recv().map_err(|_| Error::Closed)?).collect()
+    }
+
+    /// Stops the writers after they finish queued writes and fsync. Other clones of this
+    /// `Db` get [`Error::Closed`] afterwards.
+    pub fn close(self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// What opening recovered.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    pub fn router(&self) -> ShardRouter {
+        self.inner.router
+    }
+
+    pub fn clock(&self) -> &HybridClock {
+        &self.inner.clock
+    }
+}
+
+impl DbInner {
+    fn shutdown(&self) -> Result<()> {
+        let mut first_error = None;
+        for shard in &self.shards {
+            let Some(handle) = shard.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                continue;
+            };
+            let (reply, rx) = oneshot::channel();
+            if shard.tx.send(Command::Shutdown { reply }).is_ok()
+                && let Ok(Err(e)) = rx.blocking_recv()
+            {
+                first_error.get_or_insert(e);
+            }
+            let _ = handle.join();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::error!(%error, "closing the store");
+        }
+    }
+}
+
+fn recover_all(
+    options: &Options,
+    paths: &ShardPaths,
+    shards: u32,
+    clock: &HybridClock,
+) -> Result<Vec<OpenedShard>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..shards).map(|shard| scope.spawn(move || open_shard(options, paths, shard, clock))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::InvalidState("shard recovery panicked".into()))))
+            .collect()
+    })
+}
+
+fn start_writer(
+    options: &Options,
+    paths: &ShardPaths,
+    opened: OpenedShard,
+    clock: &Arc<HybridClock>,
+) -> Result<ShardHandle> {
+    let OpenedShard { state, scan, recovery } = opened;
+    let shard = recovery.shard;
+    let next_seq = scan.next_seq.max(state.applied_seq + 1);
+    let wal = WalWriter::open(
+        options.vfs.clone(),
+        &paths.wal_dir,
+        shard,
+        next_seq,
+        scan.tail_segment.clone(),
+        options.segment_bytes_max,
+    )?;
+    let state = Arc::new(RwLock::new(state));
+    let writer = ShardWriter {
+        shard,
+        wal,
+        state: state.clone(),
+        clock: clock.clone(),
+        vfs: options.vfs.clone(),
+        wal_dir: paths.wal_dir.clone(),
+        snapshot_dir: paths.snapshot_dir.clone(),
+        durability: options.durability,
+        group_signals_max: options.group_signals_max,
+        snapshot_every_signals: options.snapshot_every_signals,
+        last_snapshot_seq: recovery.snapshot_seq.unwrap_or(0),
+        last_sync: Instant::now(),
+        unsynced: false,
+        failed: None,
+    };
+    let (tx, rx) = sync_channel(options.write_queue_max);
+    let thread = std::thread::Builder::new()
+        .name(format!("tidal-shard-{shard}"))
+        .spawn(move || writer.run(rx))
+        .map_err(|e| WalError::io("spawn shard writer", &paths.wal_dir, e))?;
+    Ok(ShardHandle { state, tx, thread: Mutex::new(Some(thread)) })
+}
+
+/// Rejects a shard's part of a batch whose session SeqNos skip ahead of the stored HWMs.
+fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
+    let state = state.read().unwrap_or_else(|e| e.into_inner());
+    let mut seen: Vec<(&str, &str, u64)> = Vec::new();
+    for s in signals {
+        let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
+            continue;
+        };
+        let hwm = match seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session) {
+            Some((_, _, hwm)) => *hwm,
+            None => state.session(&s.user, session).map_or(0, |st| st.hwm),
+        };
+        if n > hwm + 1 {
+            return Err(Error::SessionGap {
+                user: s.user.clone(),
+                session: session.to_owned(),
+                expected: hwm + 1,
+                got: n,
+            });
+        }
+        seen.push((&s.user, session, hwm.max(n)));
+    }
+    Ok(())
+}

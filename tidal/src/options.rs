@@ -1,0 +1,148 @@
+//! [`Options`] for opening a store: durability, limits, and the injected clock and file
+//! system. Every limit has a named default.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::hlc::{Clock, MAX_SKEW_MS_DEFAULT, SystemClock};
+use crate::session::{IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT};
+use crate::signal::{CUSTOM_KINDS_MAX, KIND_NAME_BYTES_MAX, SignalKind};
+use crate::wal::vfs::{StdVfs, Vfs};
+
+/// Shards a new store gets unless told otherwise.
+pub const SHARDS_DEFAULT: u32 = 4;
+/// Most shards a store may have.
+pub const SHARDS_MAX: u32 = 1024;
+/// A new segment starts once the current one reaches this size.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// A shard snapshots itself after this many signals since its last snapshot.
+pub const SNAPSHOT_EVERY_SIGNALS_DEFAULT: u64 = 1_000_000;
+/// Signals one group commit may gather.
+pub const GROUP_SIGNALS_MAX_DEFAULT: usize = 16_384;
+/// Pending requests per shard before writers block (backpressure).
+pub const WRITE_QUEUE_MAX_DEFAULT: usize = 4_096;
+/// Recent history entries kept per user.
+pub const USER_HISTORY_MAX_DEFAULT: usize = 16;
+/// Sessions kept per user; the least recently active goes first.
+pub const USER_SESSIONS_MAX_DEFAULT: usize = 32;
+
+/// When an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged means fsynced (default).
+    Fsync,
+    /// fsync at most this often; a crash may lose the last interval of acked writes.
+    Interval(Duration),
+    /// Never fsync: tests and benchmarks only.
+    None,
+}
+
+/// A recovery progress report: records one shard has replayed so far.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveryProgress {
+    pub shard: u32,
+    pub records_done: u64,
+}
+
+/// Records replayed between two progress reports.
+pub const PROGRESS_EVERY_RECORDS: u64 = 65_536;
+
+/// Called from recovery threads as replay proceeds.
+pub type ProgressFn = Arc<dyn Fn(RecoveryProgress) + Send + Sync>;
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct Options {
+    /// Shard count for a new store; an existing store must agree or leave it `None`.
+    pub shards: Option<u32>,
+    /// This node's id; part of every CRDT replica id.
+    pub node_id: u32,
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+    /// 0 turns automatic snapshots off.
+    pub snapshot_every_signals: u64,
+    pub idempotency_window_ms: u64,
+    pub idempotency_keys_max: usize,
+    /// Names of the custom signal kinds this store accepts.
+    pub custom_kinds: Vec<String>,
+    pub max_clock_skew_ms: u64,
+    pub user_history_max: usize,
+    pub user_sessions_max: usize,
+    pub group_signals_max: usize,
+    pub write_queue_max: usize,
+    pub clock: Arc<dyn Clock>,
+    pub vfs: Arc<dyn Vfs>,
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            shards: None,
+            node_id: 1,
+            durability: Durability::Fsync,
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            snapshot_every_signals: SNAPSHOT_EVERY_SIGNALS_DEFAULT,
+            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
+            idempotency_keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT,
+            custom_kinds: Vec::new(),
+            max_clock_skew_ms: MAX_SKEW_MS_DEFAULT,
+            user_history_max: USER_HISTORY_MAX_DEFAULT,
+            user_sessions_max: USER_SESSIONS_MAX_DEFAULT,
+            group_signals_max: GROUP_SIGNALS_MAX_DEFAULT,
+            write_queue_max: WRITE_QUEUE_MAX_DEFAULT,
+            clock: Arc::new(SystemClock),
+            vfs: Arc::new(StdVfs),
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("shards", &self.shards)
+            .field("node_id", &self.node_id)
+            .field("durability", &self.durability)
+            .field("segment_bytes_max", &self.segment_bytes_max)
+            .field("snapshot_every_signals", &self.snapshot_every_signals)
+            .field("custom_kinds", &self.custom_kinds)
+            .field("vfs", &self.vfs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Rejects combinations that cannot work, naming the option.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidOptions(msg));
+        if let Some(n) = self.shards
+            && !(1..=SHARDS_MAX).contains(&n)
+        {
+            return bad(format!("shards must be within 1..={SHARDS_MAX}, got {n}"));
+        }
+        if self.segment_bytes_max < 4096 {
+            return bad(format!("segment_bytes_max must be at least 4096, got {}", self.segment_bytes_max));
+        }
+        if self.custom_kinds.len() > CUSTOM_KINDS_MAX {
+            return bad(format!("at most {CUSTOM_KINDS_MAX} custom kinds"));
+        }
+        for name in &self.custom_kinds {
+            let builtin = !matches!(SignalKind::from_name(name), SignalKind::Custom(_));
+            if name.is_empty() || name.len() > KIND_NAME_BYTES_MAX || builtin {
+                return bad(format!(
+                    "custom kind `{name}` must be 1..={KIND_NAME_BYTES_MAX} bytes and not a built-in kind"
+                ));
+            }
+        }
+        if self.group_signals_max == 0 || self.write_queue_max == 0 || self.idempotency_keys_max == 0 {
+            return bad("group_signals_max, write_queue_max and idempotency_keys_max must be positive".into());
+        }
+        if self.user_sessions_max == 0 {
+            return bad("user_sessions_max must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! One shard: its state, its writer thread, and how it opens (newest valid snapshot plus the
+//! WAL after it). [`router::ShardRouter`] decides which shard owns a user.
+//!
+//! Opening never produces a wrong state: a damaged snapshot is skipped in favour of an older
+//! one or of the WAL from the start; if the records needed are gone, opening fails and says
+//! which seq is missing.
+
+pub mod router;
+pub mod snapshot;
+pub mod state;
+pub(crate) mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use self::state::{ShardState, StateLimits};
+use crate::error::{Error, Result};
+use crate::hlc::HybridClock;
+use crate::options::{Options, PROGRESS_EVERY_RECORDS, RecoveryProgress};
+use crate::wal::reader::{self, Repair, ScanReport, TornTail};
+use crate::wal::vfs::Vfs;
+
+/// What opening one shard found and did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardRecovery {
+    pub shard: u32,
+    /// Seq covered by the snapshot the shard started from, if any.
+    pub snapshot_seq: Option<u64>,
+    /// Snapshots that failed their checks, with the reason; each was skipped.
+    pub skipped_snapshots: Vec<(PathBuf, String)>,
+    pub segments: usize,
+    pub batches: u64,
+    /// Records applied from the WAL (after the snapshot).
+    pub records_replayed: u64,
+    pub wal_bytes: u64,
+    /// A torn tail that was cut off, if one was found.
+    pub torn_tail: Option<TornTailReport>,
+    pub applied_seq: u64,
+    pub elapsed: Duration,
+}
+
+/// A torn WAL tail that opening cut off.
+#[derive(Clone, Debug, Serialize)]
+pub struct TornTailReport {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub reason: String,
+}
+
+impl From<&TornTail> for TornTailReport {
+    fn from(t: &TornTail) -> Self {
+        TornTailReport {
+            segment: t.segment.clone(),
+            offset: t.offset,
+            bytes_dropped: t.bytes_dropped,
+            reason: t.reason.clone(),
+        }
+    }
+}
+
+/// Everything a shard's opening hands to the writer thread and the readers.
+pub(crate) struct OpenedShard {
+    pub state: ShardState,
+    pub scan: ScanReport,
+    pub recovery: ShardRecovery,
+}
+
+pub(crate) struct ShardPaths {
+    pub wal_dir: PathBuf,
+    pub snapshot_dir: PathBuf,
+}
+
+pub(crate) fn limits_of(options: &Options) -> StateLimits {
+    StateLimits {
+        user_history_max: options.user_history_max,
+        user_sessions_max: options.user_sessions_max,
+        idempotency_window_ms: options.idempotency_window_ms,
+        idempotency_keys_max: options.idempotency_keys_max,
+    }
+}
+
+/// Opens one shard: newest usable snapshot, then replay of the WAL after it.
+pub(crate) fn open_shard(
+    options: &Options,
+    paths: &ShardPaths,
+    shard: u32,
+    clock: &HybridClock,
+) -> Result<OpenedShard> {
+    let started = Instant::now();
+    let vfs = &*options.vfs;
+    let limits = limits_of(options);
+    let mut skipped = Vec::new();
+    for (seq, path) in snapshot::list(vfs, &paths.snapshot_dir, shard)? {
+        let loaded = vfs
+            .read_file(&path)
+            .map_err(|e| format!("read: {e}"))
+            .and_then(|bytes| snapshot::decode(&bytes, options.node_id, shard, limits));
+        let state = match loaded {
+            Ok(state) => state,
+            Err(reason) => {
+                tracing::warn!(shard, path = %path.display(), %reason, "snapshot skipped");
+                skipped.push((path, reason));
+                continue;
+            }
+        };
+        debug_assert_eq!(state.applied_seq, seq);
+        return replay(options, paths, state, Some(seq), skipped, clock, started);
+    }
+    let state = ShardState::new(options.node_id, shard, limits);
+    let tried: Vec<String> = skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
+    replay(options, paths, state, None, skipped, clock, started).map_err(|e| match e {
+        Error::Wal(crate::wal::WalError::Missing { first_available, .. }) if !tried.is_empty() => {
+            Error::Snapshot(format!(
+                "shard {shard}: no usable snapshot ({}) and the WAL starts at seq {first_available}; \
+             refusing to open with lost history",
+                tried.join("; ")
+            ))
+        }
+        other => other,
+    })
+}
+
+fn replay(
+    options: &Options,
+    paths: &ShardPaths,
+    mut state: ShardState,
+    snapshot_seq: Option<u64>,
+    skipped_snapshots: Vec<(PathBuf, String)>,
+    clock: &HybridClock,
+    started: Instant,
+) -> Result<OpenedShard> {
+    let shard = state.shard;
+    let vfs: &dyn Vfs = &*options.vfs;
+    let from_seq = state.applied_seq + 1;
+    clock.observe_trusted(state.last_hlc);
+    let mut replayed = 0u64;
+    let scan = reader::scan_shard_records::<Error>(
+        vfs,
+        &paths.wal_dir,
+        shard,
+        from_seq,
+        Repair::Truncate,
+        |seq, hlc, signal| {
+            state.apply(seq, hlc, &signal);
+            clock.observe_trusted(hlc);
+            replayed += 1;
+            if replayed.is_multiple_of(PROGRESS_EVERY_RECORDS)
+                && let Some(progress) = &options.progress
+            {
+                progress(RecoveryProgress { shard, records_done: replayed });
+            }
+            Ok(())
+        },
+    )?;
+    // A snapshot never covers records the WAL lost (snapshots fsync the WAL first), so a
+    // WAL that ends before the state does means files were removed or damaged by hand.
+    if scan.next_seq < from_seq && scan.next_seq > 1 {
+        return Err(Error::InvalidState(format!(
+            "shard {shard}: WAL ends at seq {} but the snapshot covers up to {}",
+            scan.next_seq - 1,
+            state.applied_seq
+        )));
+    }
+    let recovery = ShardRecovery {
+        shard,
+        snapshot_seq,
+        skipped_snapshots,
+        segments: scan.segments.len(),
+        batches: scan.batches,
+        records_replayed: replayed,
+        wal_bytes: scan.bytes,
+        torn_tail: scan.torn_tail.as_ref().map(Into::into),
+        applied_seq: state.applied_seq,
+        elapsed: started.elapsed(),
+    };
+    Ok(OpenedShard { state, scan, recovery })
+}
+
+/// Shared handle to a shard's state for readers.
+pub(crate) type SharedState = Arc<RwLock<ShardState>>;

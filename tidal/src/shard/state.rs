@@ -1,0 +1,218 @@
+//! The in-memory state of one shard: per-item CRDT aggregates, per-user state (hard
+//! negatives, recent history, sessions) and the idempotency store.
+//!
+//! Invariant: the state is a pure function of the WAL records applied in seq order
+//! ([`ShardState::apply`] is the only mutator besides snapshot loading), so a replayed or
+//! replicated shard equals the writer's. Item ids are interned as `Arc<str>` and shared by
+//! the history rings, so a popular item costs its bytes once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
+use crate::hlc::Hlc;
+use crate::session::{Ack, IdempotencyStore, SessionState};
+use crate::signal::{SignalKind, SignalRef};
+
+/// Limits that shape the state; they must be equal wherever a shard's WAL is replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    pub user_history_max: usize,
+    pub user_sessions_max: usize,
+    pub idempotency_window_ms: u64,
+    pub idempotency_keys_max: usize,
+}
+
+/// One entry of a user's recent history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub item: Arc<str>,
+    pub kind: SignalKind,
+    pub value: f64,
+    pub hlc: Hlc,
+    pub session: Option<Box<str>>,
+}
+
+/// Everything the store keeps about one user.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Items the user rejected (dislike, skip, rejected label, low rating) and has not
+    /// wanted since: add-wins on the negative, removed by a later positive.
+    pub hard_negatives: AddWinsSet<Arc<str>>,
+    /// Most recent signals, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// Sessions, least recently active first.
+    pub sessions: Vec<SessionState>,
+}
+
+impl UserState {
+    pub fn session(&self, session: &str) -> Option<&SessionState> {
+        self.sessions.iter().find(|s| &*s.session == session)
+    }
+}
+
+/// The state of one shard.
+#[derive(Debug)]
+pub struct ShardState {
+    pub shard: u32,
+    pub replica: ReplicaId,
+    /// Seq of the last applied record; 0 before the first.
+    pub applied_seq: u64,
+    pub last_hlc: Hlc,
+    pub items: HashMap<Arc<str>, CrdtSignalState>,
+    pub users: HashMap<Box<str>, UserState>,
+    pub idempotency: IdempotencyStore,
+    pub limits: StateLimits,
+}
+
+impl ShardState {
+    pub fn new(node_id: u32, shard: u32, limits: StateLimits) -> Self {
+        ShardState {
+            shard,
+            replica: replica_id(node_id, shard),
+            applied_seq: 0,
+            last_hlc: Hlc::ZERO,
+            items: HashMap::default(),
+            users: HashMap::default(),
+            idempotency: IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max),
+            limits,
+        }
+    }
+
+    /// Applies the record with sequence number `seq`. Callers apply records in seq order.
+    pub fn apply(&mut self, seq: u64, hlc: Hlc, signal: &SignalRef<'_>) {
+        debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
+        let ack = Ack::new(self.shard, seq, hlc);
+        let item = self.intern_item(signal.item);
+        if let Some(state) = self.items.get_mut(&item) {
+            state.apply(signal, hlc, self.replica);
+        }
+        self.apply_user(item, ack, signal);
+        if let Some(key) = signal.idempotency_key {
+            self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
+        }
+        self.applied_seq = seq;
+        self.last_hlc = self.last_hlc.max(hlc);
+    }
+
+    fn intern_item(&mut self, item: &str) -> Arc<str> {
+        if let Some((key, _)) = self.items.get_key_value(item) {
+            return key.clone();
+        }
+        let key: Arc<str> = item.into();
+        self.items.insert(key.clone(), CrdtSignalState::default());
+        key
+    }
+
+    fn apply_user(&mut self, item: Arc<str>, ack: Ack, signal: &SignalRef<'_>) {
+        let limits = self.limits;
+        let replica = self.replica;
+        let user = match self.users.get_mut(signal.user) {
+            Some(user) => user,
+            None => self.users.entry(signal.user.into()).or_default(),
+        };
+        if signal.kind.is_negative(signal.value) {
+            user.hard_negatives.add(item.clone(), replica);
+        } else if signal.kind.is_positive(signal.value) {
+            user.hard_negatives.remove(&item);
+        }
+        if user.history.len() >= limits.user_history_max {
+            user.history.pop_front();
+        }
+        if limits.user_history_max > 0 {
+            user.history.push_back(HistoryEntry {
+                item,
+                kind: signal.kind.clone(),
+                value: signal.value,
+                hlc: ack.hlc,
+                session: signal.session.map(Into::into),
+            });
+        }
+        if let Some(session) = signal.session {
+            record_session(&mut user.sessions, session, signal.session_seq, ack, limits.user_sessions_max);
+        }
+    }
+
+    /// The session's state, if the shard knows it.
+    pub fn session(&self, user: &str, session: &str) -> Option<&SessionState> {
+        self.users.get(user)?.session(session)
+    }
+
+    /// Number of sessions across users (a measurement, O(users)).
+    pub fn session_count(&self) -> usize {
+        self.users.values().map(|u| u.sessions.len()).sum()
+    }
+}
+
+/// Updates (or creates) a session and keeps the list ordered by recency, bounded.
+fn record_session(sessions: &mut Vec<SessionState>, session: &str, seq: Option<u64>, ack: Ack, max: usize) {
+    let pos = sessions.iter().position(|s| &*s.session == session);
+    let mut state = match pos {
+        Some(i) => sessions.remove(i),
+        None => SessionState::new(session),
+    };
+    state.record(seq, ack);
+    sessions.push(state);
+    if sessions.len() > max {
+        sessions.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::Signal;
+
+    fn limits() -> StateLimits {
+        StateLimits {
+            user_history_max: 4,
+            user_sessions_max: 2,
+            idempotency_window_ms: 10_000,
+            idempotency_keys_max: 100,
+        }
+    }
+
+    fn sig(user: &str, item: &str, kind: SignalKind) -> Signal {
+        Signal::new(user, item, kind)
+    }
+
+    #[test]
+    fn apply_counts_and_tracks_negatives() {
+        let mut st = ShardState::new(1, 0, limits());
+        st.apply(1, Hlc::new(10, 0), &sig("u", "a", SignalKind::Like).as_ref());
+        st.apply(2, Hlc::new(11, 0), &sig("u", "a", SignalKind::Like).as_ref());
+        st.apply(3, Hlc::new(12, 0), &sig("u", "b", SignalKind::Dislike).as_ref());
+        assert_eq!(st.items["a"].count(&SignalKind::Like), 2);
+        let user = &st.users["u"];
+        assert!(user.hard_negatives.contains(&Arc::from("b")));
+        st.apply(4, Hlc::new(13, 0), &sig("u", "b", SignalKind::Like).as_ref());
+        assert!(!st.users["u"].hard_negatives.contains(&Arc::from("b")), "a later positive removes it");
+        assert_eq!(st.applied_seq, 4);
+    }
+
+    #[test]
+    fn history_and_sessions_are_bounded() {
+        let mut st = ShardState::new(1, 0, limits());
+        for n in 1..=6u64 {
+            let mut s = sig("u", &format!("i{n}"), SignalKind::Click);
+            s.session = Some(format!("s{}", n % 3));
+            st.apply(n, Hlc::new(n, 0), &s.as_ref());
+        }
+        let user = &st.users["u"];
+        assert_eq!(user.history.len(), 4);
+        assert_eq!(&*user.history[0].item, "i3");
+        assert_eq!(user.sessions.len(), 2);
+        assert_eq!(&*user.sessions[1].session, "s0", "most recent last");
+    }
+
+    #[test]
+    fn history_shares_interned_item_ids() {
+        let mut st = ShardState::new(1, 0, limits());
+        st.apply(1, Hlc::new(1, 0), &sig("u", "shared", SignalKind::Click).as_ref());
+        let (key, _) = st.items.get_key_value("shared").unwrap();
+        assert!(Arc::ptr_eq(key, &st.users["u"].history[0].item));
+    }
+}

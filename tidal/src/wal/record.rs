@@ -1,0 +1,286 @@
+//! WAL records: one signal with its HLC, as it sits inside a batch payload.
+//!
+//! This module owns the record framing and the record body encoding:
+//!
+//! ```text
+//! payload = record*            record = len u32 LE | body      (len = body bytes)
+//! body    = record_version u8 (=1) | postcard(WireRecord)
+//! ```
+//!
+//! Invariants: `1 <= len <= RECORD_BODY_BYTES_MAX`; a body decodes using every one of its
+//! bytes; the kind travels as [`SignalKind::code`] and carries a name exactly when the code
+//! is 0 (custom). Decoding borrows every string from the input (only a custom kind's name
+//! and a non-empty attribute list allocate) and never panics, whatever the bytes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Hlc;
+use crate::signal::{SignalKind, SignalRef};
+use crate::wal::WalError;
+
+/// Version byte at the start of every record body this code writes and reads.
+pub const RECORD_VERSION: u8 = 1;
+/// Largest record body (version byte + postcard bytes). Signals are bounded by the limits in
+/// [`crate::signal`] to well under this; the cap keeps one bad length from claiming a
+/// whole segment.
+pub const RECORD_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Bytes of the length prefix in front of every body.
+pub const RECORD_LEN_BYTES: usize = 4;
+/// Smallest possible framed record: the length prefix plus the version byte.
+pub const RECORD_BYTES_MIN: usize = RECORD_LEN_BYTES + 1;
+
+/// The postcard wire form of a record. Field order is the wire order: never reorder, only
+/// add a new record version. Strings borrow from the buffer being decoded.
+#[derive(Serialize, Deserialize)]
+struct WireRecord<'a> {
+    /// First, so a reader can peek the HLC without decoding the rest.
+    hlc: u64,
+    /// [`SignalKind::code`]: 1..=8 built-in, 0 custom.
+    kind: u8,
+    /// The custom kind's name; present iff `kind == 0`.
+    #[serde(borrow)]
+    kind_name: Option<&'a str>,
+    user: &'a str,
+    item: &'a str,
+    value: f64,
+    #[serde(borrow)]
+    session: Option<&'a str>,
+    session_seq: Option<u64>,
+    #[serde(borrow)]
+    context: Option<&'a str>,
+    #[serde(borrow)]
+    source: Option<&'a str>,
+    #[serde(borrow)]
+    idempotency_key: Option<&'a str>,
+    /// Borrowed when encoding (no copy of the signal's list), owned when decoding (the list
+    /// becomes the decoded `SignalRef`'s `attrs` without another copy).
+    #[serde(borrow)]
+    attrs: Cow<'a, [(&'a str, &'a str)]>,
+}
+
+/// Why a record (or the framing around it) is not valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The length prefix or the body runs past the end of the payload.
+    Truncated { have: usize, need: usize },
+    /// A length prefix of 0 or above [`RECORD_BODY_BYTES_MAX`].
+    BadLength(u32),
+    /// A body whose version byte this code does not know.
+    UnknownVersion(u8),
+    /// The postcard body does not decode.
+    Decode(postcard::Error),
+    /// The body decoded but left bytes unused.
+    TrailingBytes(usize),
+    /// A kind code that names no kind, or a name where none belongs (or none where one does).
+    BadKind { code: u8, has_name: bool },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Truncated { have, need } => {
+                write!(f, "record truncated: {have} of {need} bytes")
+            }
+            RecordError::BadLength(len) => {
+                write!(f, "record length {len} outside 1..={RECORD_BODY_BYTES_MAX}")
+            }
+            RecordError::UnknownVersion(v) => write!(f, "unknown record version {v}"),
+            RecordError::Decode(e) => write!(f, "record does not decode: {e}"),
+            RecordError::TrailingBytes(n) => write!(f, "record leaves {n} bytes unused"),
+            RecordError::BadKind { code, has_name } => {
+                write!(f, "bad kind code {code} (name present: {has_name})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// A postcard output that appends to a caller's buffer, so encoding reuses its capacity.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends one framed record (`len u32 | body`) to `out`. On error `out` is left as it was.
+pub fn encode_record(out: &mut Vec<u8>, hlc: Hlc, signal: &SignalRef<'_>) -> Result<(), WalError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_LEN_BYTES]);
+    out.push(RECORD_VERSION);
+    let kind_name = match &signal.kind {
+        SignalKind::Custom(name) => Some(name.as_ref()),
+        _ => None,
+    };
+    let wire = WireRecord {
+        hlc: hlc.0,
+        kind: signal.kind.code(),
+        kind_name,
+        user: signal.user,
+        item: signal.item,
+        value: signal.value,
+        session: signal.session,
+        session_seq: signal.session_seq,
+        context: signal.context,
+        source: signal.source,
+        idempotency_key: signal.idempotency_key,
+        attrs: Cow::Borrowed(&signal.attrs),
+    };
+    if let Err(e) = postcard::serialize_with_flavor(&wire, AppendTo(out)) {
+        out.truncate(start);
+        return Err(WalError::TooLarge(format!("record does not encode: {e}")));
+    }
+    let body_len = out.len() - start - RECORD_LEN_BYTES;
+    if body_len > RECORD_BODY_BYTES_MAX {
+        out.truncate(start);
+        return Err(WalError::TooLarge(format!(
+            "record body of {body_len} bytes exceeds RECORD_BODY_BYTES_MAX ({RECORD_BODY_BYTES_MAX})"
+        )));
+    }
+    // body_len <= 64 KiB, so it fits the u32 prefix.
+    out[start..start + RECORD_LEN_BYTES].copy_from_slice(&(body_len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Decodes one record body (without its length prefix). Every byte must be used.
+pub fn decode_record(body: &[u8]) -> Result<(Hlc, SignalRef<'_>), RecordError> {
+    let (wire, rest) = decode_wire(body)?;
+    if !rest.is_empty() {
+        return Err(RecordError::TrailingBytes(rest.len()));
+    }
+    let kind = match (wire.kind, wire.kind_name) {
+        (0, Some(name)) => SignalKind::Custom(name.into()),
+        (code, None) => SignalKind::from_code(code).ok_or(RecordError::BadKind { code, has_name: false })?,
+        (code, Some(_)) => {
+            return Err(RecordError::BadKind { code, has_name: true });
+        }
+    };
+    let signal = SignalRef {
+        user: wire.user,
+        session: wire.session,
+        session_seq: wire.session_seq,
+        item: wire.item,
+        kind,
+        value: wire.value,
+        context: wire.context,
+        source: wire.source,
+        idempotency_key: wire.idempotency_key,
+        attrs: wire.attrs.into_owned(),
+    };
+    Ok((Hlc(wire.hlc), signal))
+}
+
+fn decode_wire(body: &[u8]) -> Result<(WireRecord<'_>, &[u8]), RecordError> {
+    let (&version, rest) = body.split_first().ok_or(RecordError::Truncated { have: 0, need: 1 })?;
+    if version != RECORD_VERSION {
+        return Err(RecordError::UnknownVersion(version));
+    }
+    postcard::take_from_bytes::<WireRecord<'_>>(rest).map_err(RecordError::Decode)
+}
+
+/// Reads only the HLC of a record body: the first field, so this is a version byte and a
+/// varint. Used where a range is needed without decoding every string.
+pub fn peek_hlc(body: &[u8]) -> Result<Hlc, RecordError> {
+    let (&version, rest) = body.split_first().ok_or(RecordError::Truncated { have: 0, need: 1 })?;
+    if version != RECORD_VERSION {
+        return Err(RecordError::UnknownVersion(version));
+    }
+    let (hlc, _) = postcard::take_from_bytes::<u64>(rest).map_err(RecordError::Decode)?;
+    Ok(Hlc(hlc))
+}
+
+/// The record bodies of a payload, in order, checking only the framing. After the first
+/// error the iterator ends.
+pub fn record_bodies(payload: &[u8]) -> RecordBodies<'_> {
+    RecordBodies { rest: payload, offset: 0, failed: false }
+}
+
+/// Iterator returned by [`record_bodies`].
+#[derive(Clone, Debug)]
+pub struct RecordBodies<'a> {
+    rest: &'a [u8],
+    offset: usize,
+    failed: bool,
+}
+
+impl<'a> RecordBodies<'a> {
+    /// Offset in the payload of the next record's length prefix (or of the failure).
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    fn next_body(&mut self) -> Result<&'a [u8], RecordError> {
+        let Some((len_bytes, after)) = self.rest.split_first_chunk::<RECORD_LEN_BYTES>() else {
+            return Err(RecordError::Truncated { have: self.rest.len(), need: RECORD_LEN_BYTES });
+        };
+        let len = u32::from_le_bytes(*len_bytes);
+        if len == 0 || len as usize > RECORD_BODY_BYTES_MAX {
+            return Err(RecordError::BadLength(len));
+        }
+        let Some((body, rest)) = after.split_at_checked(len as usize) else {
+            return Err(RecordError::Truncated { have: after.len(), need: len as usize });
+        };
+        self.rest = rest;
+        self.offset += RECORD_LEN_BYTES + body.len();
+        Ok(body)
+    }
+}
+
+impl<'a> Iterator for RecordBodies<'a> {
+    type Item = Result<&'a [u8], RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        let item = self.next_body();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// The decoded records of a payload, in order. After the first error the iterator ends.
+pub fn records(payload: &[u8]) -> Records<'_> {
+    Records { bodies: record_bodies(payload) }
+}
+
+/// Iterator returned by [`records`].
+#[derive(Clone, Debug)]
+pub struct Records<'a> {
+    bodies: RecordBodies<'a>,
+}
+
+impl Records<'_> {
+    /// Offset in the payload of the next record (or of the failure).
+    pub fn offset(&self) -> usize {
+        self.bodies.offset()
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<(Hlc, SignalRef<'a>), RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.bodies.next()?.and_then(decode_record);
+        self.bodies.failed |= item.is_err();
+        Some(item)
+    }
+}

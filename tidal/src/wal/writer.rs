@@ -1,0 +1,244 @@
+//! The appending side of one shard's WAL.
+//!
+//! [`WalWriter`] is owned by the shard's single writer thread. It owns the current (last)
+//! segment file, the next seq, and the reusable buffer each batch is encoded into.
+//!
+//! Invariants:
+//! - every batch is written with exactly one `write_all` of header + payload, so a crash
+//!   leaves at most one batch torn, and only at the end of the last segment;
+//! - seqs are contiguous: batch `n + 1` starts where batch `n` ended, across segments too;
+//! - a segment is rolled over only after the old one was `sync_data`ed, and the new one's
+//!   directory entry is made durable (`sync_dir`) before any batch goes into it, so a crash
+//!   can never leave a durable batch in a segment whose name vanished, nor unsynced bytes in
+//!   any segment but the last (which is what lets recovery repair only the last one);
+//! - after any I/O error the writer is poisoned: every later call fails. What reached the
+//!   file is unknown after such an error, so the shard must fail-stop and recover by scanning.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::hlc::Hlc;
+use crate::signal::SignalRef;
+use crate::wal::WalError;
+use crate::wal::segment::{SegmentName, encode_batch_v2_into};
+use crate::wal::vfs::{Vfs, VfsFile};
+
+/// What one [`WalWriter::append`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchInfo {
+    pub first_seq: u64,
+    pub record_count: u32,
+    pub hlc_min: Hlc,
+    pub hlc_max: Hlc,
+    /// Bytes of the batch on disk, header included.
+    pub bytes: u64,
+}
+
+/// Appends batches to one shard's segments. See the module docs for its invariants.
+#[derive(Debug)]
+pub struct WalWriter {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    shard: u32,
+    file: Box<dyn VfsFile>,
+    segment: SegmentName,
+    next_seq: u64,
+    segment_bytes_max: u64,
+    /// The last batch exactly as written; reused for the next one.
+    buf: Vec<u8>,
+    /// Set by the first I/O error; the writer refuses all work afterwards.
+    poisoned: bool,
+}
+
+impl WalWriter {
+    /// Opens the writer after recovery.
+    ///
+    /// With `tail = Some(path)` it appends to that segment, which must be the shard's last
+    /// one, already verified and truncated to its last whole batch by
+    /// [`crate::wal::reader::scan_shard`] with `Repair::Truncate`, ending at `next_seq - 1`.
+    /// With `None` it creates the first segment, named for `next_seq`, and syncs the
+    /// directory. `dir` is created if missing (its own entry is made durable by syncing its
+    /// parent, best effort).
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        shard: u32,
+        next_seq: u64,
+        tail: Option<PathBuf>,
+        segment_bytes_max: u64,
+    ) -> Result<Self, WalError> {
+        if next_seq == 0 {
+            return Err(misfit(dir, "next_seq must be at least 1".into()));
+        }
+        let (segment, file) = match tail {
+            Some(path) => open_tail(vfs.as_ref(), path, shard, next_seq)?,
+            None => {
+                vfs.create_dir_all(dir).map_err(|e| WalError::io("create WAL dir", dir, e))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    vfs.sync_dir(parent).map_err(|e| WalError::io("sync dir", parent, e))?;
+                }
+                create_segment(vfs.as_ref(), dir, shard, next_seq)?
+            }
+        };
+        Ok(WalWriter {
+            vfs,
+            dir: dir.to_path_buf(),
+            shard,
+            file,
+            segment,
+            next_seq,
+            segment_bytes_max,
+            buf: Vec::new(),
+            poisoned: false,
+        })
+    }
+
+    /// Encodes one batch of `records` (header v2 + payload, first seq = [`Self::next_seq`])
+    /// and writes it with one `write_all`. Rolls over to a new segment first when the current
+    /// one is non-empty and at least `segment_bytes_max` long. Does not fsync the batch: the
+    /// caller decides by its durability mode (see [`Self::sync`]).
+    ///
+    /// An empty `records` is a no-op: nothing is written, the returned info has
+    /// `record_count == 0` and `bytes == 0`, and [`Self::last_batch`] becomes empty.
+    /// Encoding errors ([`WalError::TooLarge`]) happen before any I/O and leave the writer
+    /// usable; an I/O error poisons it.
+    pub fn append(&mut self, records: &[(Hlc, SignalRef<'_>)]) -> Result<BatchInfo, WalError> {
+        self.check_usable()?;
+        if records.is_empty() {
+            self.buf.clear();
+            return Ok(BatchInfo {
+                first_seq: self.next_seq,
+                record_count: 0,
+                hlc_min: Hlc::ZERO,
+                hlc_max: Hlc::ZERO,
+                bytes: 0,
+            });
+        }
+        let header = match encode_batch_v2_into(&mut self.buf, self.shard, self.next_seq, records) {
+            Ok(header) => header,
+            Err(e) => {
+                self.buf.clear();
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.write_buf() {
+            self.poisoned = true;
+            self.buf.clear();
+            return Err(e);
+        }
+        self.next_seq = header.next_seq();
+        Ok(BatchInfo {
+            first_seq: header.first_seq,
+            record_count: header.record_count,
+            hlc_min: header.hlc_min,
+            hlc_max: header.hlc_max,
+            bytes: self.buf.len() as u64,
+        })
+    }
+
+    /// Makes every appended batch durable (`sync_data` of the current segment; earlier
+    /// segments were synced when they were rolled over).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
+        if let Err(e) = self.file.sync_data() {
+            self.poisoned = true;
+            return Err(WalError::io("sync segment", &self.segment.path, e));
+        }
+        Ok(())
+    }
+
+    /// Seq the next appended record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The exact bytes of the last appended batch: the unit of replication shipping.
+    /// Empty before the first append and after an empty or failed one.
+    pub fn last_batch(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Path of the segment batches are appended to.
+    pub fn current_segment(&self) -> &Path {
+        &self.segment.path
+    }
+
+    /// Bytes in the current segment, durable or not.
+    pub fn current_segment_len(&self) -> u64 {
+        self.file.len()
+    }
+
+    /// The shard this writer belongs to.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            let e = io::Error::other("WAL writer failed earlier; the shard must be reopened");
+            return Err(WalError::io("use poisoned writer", &self.segment.path, e));
+        }
+        Ok(())
+    }
+
+    /// Rolls over if the current segment is full, then writes the encoded batch.
+    fn write_buf(&mut self) -> Result<(), WalError> {
+        if !self.file.is_empty() && self.file.len() >= self.segment_bytes_max {
+            self.roll_over()?;
+        }
+        self.file.write_all(&self.buf).map_err(|e| WalError::io("append batch", &self.segment.path, e))
+    }
+
+    /// Closes the current segment and starts one named for `next_seq`. Order matters:
+    /// old data durable first, then the new name, then the directory entry durable.
+    fn roll_over(&mut self) -> Result<(), WalError> {
+        self.file.sync_data().map_err(|e| WalError::io("sync segment", &self.segment.path, e))?;
+        let (segment, file) = create_segment(self.vfs.as_ref(), &self.dir, self.shard, self.next_seq)?;
+        tracing::debug!(shard = self.shard, segment = %segment.path.display(), "WAL segment rolled over");
+        self.segment = segment;
+        self.file = file;
+        Ok(())
+    }
+}
+
+/// A tail that cannot be continued at `next_seq`: the caller handed over the wrong segment
+/// or seq, so appending would break the log's continuity.
+fn misfit(path: &Path, reason: String) -> WalError {
+    WalError::Corruption { segment: path.to_path_buf(), offset: 0, reason }
+}
+
+/// Opens the recovered last segment for appending, after checking that it can continue the
+/// log at `next_seq`.
+fn open_tail(
+    vfs: &dyn Vfs,
+    path: PathBuf,
+    shard: u32,
+    next_seq: u64,
+) -> Result<(SegmentName, Box<dyn VfsFile>), WalError> {
+    let segment = SegmentName::from_path(&path)
+        .ok_or_else(|| misfit(&path, "tail is not a segment file name".into()))?;
+    if segment.shard != shard || segment.first_seq > next_seq {
+        let reason = format!("tail does not fit shard {shard} at next seq {next_seq}");
+        return Err(misfit(&path, reason));
+    }
+    let file = vfs.open_append(&path).map_err(|e| WalError::io("open segment", &path, e))?;
+    if file.is_empty() && segment.first_seq != next_seq {
+        let reason = format!("empty tail segment cannot continue at seq {next_seq}");
+        return Err(misfit(&path, reason));
+    }
+    Ok((segment, file))
+}
+
+/// Creates the segment of `shard` starting at `first_seq` and makes its name durable.
+fn create_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    shard: u32,
+    first_seq: u64,
+) -> Result<(SegmentName, Box<dyn VfsFile>), WalError> {
+    let segment = SegmentName::new(dir, shard, first_seq);
+    let file = vfs.create_new(&segment.path).map_err(|e| WalError::io("create segment", &segment.path, e))?;
+    vfs.sync_dir(dir).map_err(|e| WalError::io("sync dir", dir, e))?;
+    Ok((segment, file))
+}

@@ -1,0 +1,180 @@
+//! The embedded API's contract on real files: validation rejects a batch whole, session
+//! SeqNo and idempotency keys make retries exactly-once before and after a restart, and an
+//! acknowledged write is visible to the next read.
+
+use tidal::{Db, Error, Options, Signal, SignalKind};
+
+fn open(dir: &std::path::Path) -> Db {
+    Db::open(dir, Options { shards: Some(4), ..Options::default() }).expect("open")
+}
+
+fn like(user: &str, item: &str) -> Signal {
+    Signal::new(user, item, SignalKind::Like)
+}
+
+fn sequenced(user: &str, session: &str, seq: u64, item: &str) -> Signal {
+    let mut s = Signal::new(user, item, SignalKind::Click);
+    s.session = Some(session.into());
+    s.session_seq = Some(seq);
+    s
+}
+
+#[test]
+fn acknowledged_write_is_visible_to_the_next_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for n in 1..=50 {
+        let ack = db.write(like(&format!("u{n}"), "hot")).unwrap();
+        assert!(!ack.duplicate);
+        let view = db.item("hot").expect("visible");
+        assert_eq!(view.state.count(&SignalKind::Like), n);
+        assert!(view.seqs[ack.shard as usize] >= ack.seq, "read reflects the acked seq");
+    }
+}
+
+#[test]
+fn one_bad_signal_rejects_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut bad = like("u2", "b");
+    bad.value = f64::INFINITY;
+    let err = db.write_batch(vec![like("u1", "a"), bad, like("u3", "c")]).unwrap_err();
+    match err {
+        Error::InvalidSignal { index, field, .. } => {
+            assert_eq!((index, field.as_str()), (1, "value"))
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(db.item("a").is_none() && db.item("c").is_none(), "nothing of the batch was written");
+    assert_eq!(db.applied_seqs().iter().sum::<u64>(), 0);
+}
+
+#[test]
+fn session_rules_duplicate_and_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let first = db.write(sequenced("u", "s", 1, "x")).unwrap();
+    db.write(sequenced("u", "s", 2, "y")).unwrap();
+    let again = db.write(sequenced("u", "s", 1, "x")).unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.shard, again.seq, again.hlc), (first.shard, first.seq, first.hlc), "the original ack");
+    match db.write(sequenced("u", "s", 4, "z")).unwrap_err() {
+        Error::SessionGap { expected, got, .. } => assert_eq!((expected, got), (3, 4)),
+        other => panic!("unexpected {other}"),
+    }
+    assert!(db.item("z").is_none());
+    assert_eq!(db.item("x").unwrap().state.count(&SignalKind::Click), 1);
+    assert_eq!(db.session_hwm("u", "s"), Some(2));
+}
+
+#[test]
+fn a_gap_anywhere_rejects_the_batch_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let batch = vec![like("other", "a"), sequenced("u", "s", 1, "b"), sequenced("u", "s", 3, "c")];
+    assert!(matches!(db.write_batch(batch).unwrap_err(), Error::SessionGap { expected: 2, got: 3, .. }));
+    assert!(db.item("a").is_none() && db.item("b").is_none());
+}
+
+#[test]
+fn duplicates_inside_one_batch_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut a = like("u", "item");
+    a.idempotency_key = Some("k1".into());
+    let acks = db
+        .write_batch(vec![a.clone(), a.clone(), sequenced("u", "s", 1, "q"), sequenced("u", "s", 1, "q")])
+        .unwrap();
+    assert!(!acks[0].duplicate && acks[1].duplicate && !acks[2].duplicate && acks[3].duplicate);
+    assert_eq!(acks[0].seq, acks[1].seq);
+    assert_eq!(db.item("item").unwrap().state.count(&SignalKind::Like), 1);
+    assert_eq!(db.item("q").unwrap().state.count(&SignalKind::Click), 1);
+}
+
+#[test]
+fn retries_change_nothing_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keyed = like("u", "item");
+    keyed.idempotency_key = Some("order-42".into());
+    let (a1, a2) = {
+        let db = open(dir.path());
+        let a1 = db.write(keyed.clone()).unwrap();
+        let a2 = db.write(sequenced("u", "s", 1, "seq-item")).unwrap();
+        db.close().unwrap();
+        (a1, a2)
+    };
+    let db = open(dir.path());
+    let r1 = db.write(keyed).unwrap();
+    let r2 = db.write(sequenced("u", "s", 1, "seq-item")).unwrap();
+    assert!(r1.duplicate && r2.duplicate);
+    assert_eq!((r1.seq, r1.hlc), (a1.seq, a1.hlc));
+    assert_eq!((r2.seq, r2.hlc), (a2.seq, a2.hlc));
+    assert_eq!(db.item("item").unwrap().state.count(&SignalKind::Like), 1);
+    assert_eq!(db.item("seq-item").unwrap().state.count(&SignalKind::Click), 1);
+    db.write(sequenced("u", "s", 2, "next")).expect("the session continues after restart");
+}
+
+#[test]
+fn retries_change_nothing_after_a_snapshot_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keyed = like("u", "item");
+    keyed.idempotency_key = Some("k".into());
+    {
+        let db = open(dir.path());
+        db.write(keyed.clone()).unwrap();
+        db.write(sequenced("u", "s", 1, "x")).unwrap();
+        db.snapshot().unwrap();
+        db.close().unwrap();
+    }
+    let db = open(dir.path());
+    assert!(db.recovery_report().shards.iter().any(|s| s.snapshot_seq.is_some()));
+    assert!(db.write(keyed).unwrap().duplicate);
+    assert!(db.write(sequenced("u", "s", 1, "x")).unwrap().duplicate);
+    assert_eq!(db.item("item").unwrap().state.count(&SignalKind::Like), 1);
+}
+
+#[test]
+fn concurrent_writers_and_readers_never_see_half_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Options { shards: Some(1), ..Options::default() }).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every batch writes one like to both items: a reader must see them equal.
+                let a = db.item("left").map_or(0, |v| v.state.count(&SignalKind::Like));
+                let b = db.item("right").map_or(0, |v| v.state.count(&SignalKind::Like));
+                let user = db.user("pair").map_or(0, |u| u.history.len());
+                assert!(user % 2 == 0, "history shows half a batch");
+                assert!(a <= b, "left {a} ran ahead of right {b}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..200 {
+        db.write_batch(vec![like("pair", "right"), like("pair", "left")]).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(db.item("left").unwrap().state.count(&SignalKind::Like), 200);
+}
+
+#[test]
+fn shard_count_is_fixed_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).close().unwrap();
+    let err = Db::open(dir.path(), Options { shards: Some(8), ..Options::default() }).err().expect("refused");
+    assert!(matches!(err, Error::Manifest { .. }), "{err}");
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(db.manifest().shards, 4);
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = open(dir.path());
+    assert!(Db::open(dir.path(), Options::default()).is_err());
+}
