@@ -29,13 +29,23 @@ fn signal(n: u64) -> Signal {
     s
 }
 
-fn tidal_batched(dir: &Path, total: u64) -> f64 {
+/// One caller writing batches; `in_flight` batches are submitted before the oldest is
+/// awaited (1 = wait for each batch; 2 = build the next batch while one commits).
+fn tidal_batched(dir: &Path, total: u64, in_flight: usize) -> f64 {
     let db = Db::open(dir, Options { shards: Some(4), ..Options::default() }).expect("open");
     let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
     let mut n = 0;
     while n < total {
-        db.write_batch((n..n + BATCH as u64).map(signal).collect()).expect("write");
+        if pending.len() == in_flight {
+            let oldest: tidal::PendingWrite = pending.pop_front().expect("in flight");
+            oldest.wait().expect("write");
+        }
+        pending.push_back(db.submit((n..n + BATCH as u64).map(signal).collect()).expect("submit"));
         n += BATCH as u64;
+    }
+    for p in pending {
+        p.wait().expect("write");
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     db.close().expect("close");
@@ -137,19 +147,25 @@ fn main() {
     let total: u64 = std::env::var("INGEST_SIGNALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let total = total.div_ceil(BATCH as u64) * BATCH as u64;
     let sqlite_total = (total / 10).max(BATCH as u64);
+    // INGEST_PHASES=batched,concurrent (default both) lets a profiler look at one shape.
+    let phases = std::env::var("INGEST_PHASES").unwrap_or_else(|_| "batched,concurrent".into());
     println!("ingest benchmark: fsync durability, 4 shards; SQLite WAL mode, synchronous=FULL");
-
-    let tidal_b = tidal_batched(scratch().path(), total);
-    let sqlite_b = sqlite_batched(scratch().path(), sqlite_total);
-    println!(
-        "batches of {BATCH}:        tidal {tidal_b:>12.0} signals/s   sqlite {sqlite_b:>10.0} signals/s   ratio {:>6.1}x",
-        tidal_b / sqlite_b
-    );
-
-    let tidal_c = tidal_concurrent(scratch().path());
-    let sqlite_c = sqlite_concurrent(scratch().path());
-    println!(
-        "{WRITERS} single-signal writers: tidal {tidal_c:>12.0} signals/s   sqlite {sqlite_c:>10.0} signals/s   ratio {:>6.1}x",
-        tidal_c / sqlite_c
-    );
+    if phases.contains("batched") {
+        let sqlite_b = sqlite_batched(scratch().path(), sqlite_total);
+        for in_flight in [1, 2] {
+            let tidal_b = tidal_batched(scratch().path(), total, in_flight);
+            println!(
+                "batches of {BATCH}, {in_flight} in flight: tidal {tidal_b:>10.0} signals/s   sqlite {sqlite_b:>10.0} signals/s   ratio {:>6.1}x",
+                tidal_b / sqlite_b
+            );
+        }
+    }
+    if phases.contains("concurrent") {
+        let tidal_c = tidal_concurrent(scratch().path());
+        let sqlite_c = sqlite_concurrent(scratch().path());
+        println!(
+            "{WRITERS} single-signal writers: tidal {tidal_c:>10.0} signals/s   sqlite {sqlite_c:>10.0} signals/s   ratio {:>6.1}x",
+            tidal_c / sqlite_c
+        );
+    }
 }

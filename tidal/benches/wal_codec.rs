@@ -42,7 +42,7 @@ fn main() {
     let mut buf = Vec::new();
     let (enc, header) = best_of(20, || {
         buf.clear();
-        encode_batch_v2_into(&mut buf, 0, 1, &recs).expect("encode")
+        encode_batch_v2_into(&mut buf, 0, 1, 1, &recs).expect("encode")
     });
     let mb = buf.len() as f64 / 1e6;
     let (check, _) = best_of(20, || decode_batch(&buf).expect("decode").2);

@@ -23,6 +23,7 @@ use crate::shard::writer::{Command, ShardWriter};
 use crate::shard::{OpenedShard, ShardPaths, ShardRecovery, SharedState, open_shard};
 use crate::signal::{BATCH_SIGNALS_MAX, Signal};
 use crate::wal::WalError;
+use crate::wal::vfs::Vfs;
 use crate::wal::writer::WalWriter;
 
 /// What opening the store recovered, per shard.
@@ -118,6 +119,7 @@ impl Db {
         let manifest = manifest::load_or_create(&*vfs, &dir, &options, clock.now().physical_ms())?;
         let started = Instant::now();
         let opened = recover_all(&options, &paths, manifest.shards, &clock)?;
+        quarantine_damaged_snapshots(&*vfs, &paths.snapshot_dir, &opened)?;
         let recovery = RecoveryReport {
             shards: opened.iter().map(|o| o.recovery.clone()).collect(),
             elapsed: started.elapsed(),
@@ -293,7 +295,8 @@ fn start_writer(
         next_seq,
         scan.tail_segment.clone(),
         options.segment_bytes_max,
-    )?;
+    )?
+    .with_origin_node(options.node_id);
     let state = Arc::new(RwLock::new(state));
     let writer = ShardWriter {
         shard,
@@ -317,6 +320,23 @@ fn start_writer(
         .spawn(move || writer.run(rx))
         .map_err(|e| WalError::io("spawn shard writer", &paths.wal_dir, e))?;
     Ok(ShardHandle { state, tx, thread: Mutex::new(Some(thread)) })
+}
+
+/// Moves snapshots that failed their checks aside (`*.snap.damaged`, kept for forensics)
+/// once every shard opened, so retention never counts one as a usable snapshot. A failed
+/// open leaves every file as it was.
+fn quarantine_damaged_snapshots(vfs: &dyn Vfs, dir: &Path, opened: &[OpenedShard]) -> Result<()> {
+    let damaged: Vec<&PathBuf> =
+        opened.iter().flat_map(|o| o.recovery.skipped_snapshots.iter().map(|(p, _)| p)).collect();
+    for path in &damaged {
+        let aside = path.with_extension("snap.damaged");
+        vfs.rename(path, &aside).map_err(|e| WalError::io("move damaged snapshot aside", *path, e))?;
+        tracing::warn!(from = %path.display(), to = %aside.display(), "damaged snapshot moved aside");
+    }
+    if !damaged.is_empty() {
+        vfs.sync_dir(dir).map_err(|e| WalError::io("fsync snapshot directory", dir, e))?;
+    }
+    Ok(())
 }
 
 /// Rejects a shard's part of a batch whose session SeqNos skip ahead of the stored HWMs.

@@ -45,7 +45,7 @@ impl Ack {
 /// One session of one user: its high-water mark and its last few acks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
-    pub session: Box<str>,
+    pub session: Arc<str>,
     /// Highest SeqNo applied; 0 when the session only had signals without SeqNo.
     pub hwm: u64,
     pub last_hlc: Hlc,

@@ -143,11 +143,16 @@ fn into_state(body: BodyOwned, node_id: u32, shard: u32, limits: StateLimits) ->
     state.last_hlc = body.last_hlc;
     state.items = body.items.into_iter().collect();
     state.users = body.users.into_iter().collect();
-    // Re-share the item ids the history rings hold with the item map's keys.
+    // Re-share the ids the history rings hold with the item map's keys and the sessions.
     for user in state.users.values_mut() {
         for entry in &mut user.history {
             if let Some((key, _)) = state.items.get_key_value(&*entry.item) {
                 entry.item = key.clone();
+            }
+            if let Some(session) = &entry.session
+                && let Some(own) = user.sessions.iter().find(|s| s.session == *session)
+            {
+                entry.session = Some(own.session.clone());
             }
         }
     }

@@ -9,13 +9,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
 use crate::hlc::Hlc;
 use crate::session::{Ack, IdempotencyStore, SessionState};
 use crate::signal::{SignalKind, SignalRef};
+
+/// The hash map of shard state: hashbrown for `get_key_value_mut` (one probe per item on
+/// the hot path), with its default randomly seeded foldhash.
+pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// Limits that shape the state; they must be equal wherever a shard's WAL is replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +36,8 @@ pub struct HistoryEntry {
     pub kind: SignalKind,
     pub value: f64,
     pub hlc: Hlc,
-    pub session: Option<Box<str>>,
+    /// Shared with the session's own record: no allocation per signal.
+    pub session: Option<Arc<str>>,
 }
 
 /// Everything the store keeps about one user.
@@ -62,8 +66,8 @@ pub struct ShardState {
     /// Seq of the last applied record; 0 before the first.
     pub applied_seq: u64,
     pub last_hlc: Hlc,
-    pub items: HashMap<Arc<str>, CrdtSignalState>,
-    pub users: HashMap<Box<str>, UserState>,
+    pub items: FastMap<Arc<str>, CrdtSignalState>,
+    pub users: FastMap<Box<str>, UserState>,
     pub idempotency: IdempotencyStore,
     pub limits: StateLimits,
 }
@@ -75,8 +79,8 @@ impl ShardState {
             replica: replica_id(node_id, shard),
             applied_seq: 0,
             last_hlc: Hlc::ZERO,
-            items: HashMap::default(),
-            users: HashMap::default(),
+            items: FastMap::default(),
+            users: FastMap::default(),
             idempotency: IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max),
             limits,
         }
@@ -86,25 +90,25 @@ impl ShardState {
     pub fn apply(&mut self, seq: u64, hlc: Hlc, signal: &SignalRef<'_>) {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
-        let item = self.intern_item(signal.item);
-        if let Some(state) = self.items.get_mut(&item) {
-            state.apply(signal, hlc, self.replica);
-        }
+        let item = match self.items.get_key_value_mut(signal.item) {
+            Some((key, state)) => {
+                state.apply(signal, hlc, self.replica);
+                key.clone()
+            }
+            None => {
+                let key: Arc<str> = signal.item.into();
+                let mut state = CrdtSignalState::default();
+                state.apply(signal, hlc, self.replica);
+                self.items.insert(key.clone(), state);
+                key
+            }
+        };
         self.apply_user(item, ack, signal);
         if let Some(key) = signal.idempotency_key {
             self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
         }
         self.applied_seq = seq;
         self.last_hlc = self.last_hlc.max(hlc);
-    }
-
-    fn intern_item(&mut self, item: &str) -> Arc<str> {
-        if let Some((key, _)) = self.items.get_key_value(item) {
-            return key.clone();
-        }
-        let key: Arc<str> = item.into();
-        self.items.insert(key.clone(), CrdtSignalState::default());
-        key
     }
 
     fn apply_user(&mut self, item: Arc<str>, ack: Ack, signal: &SignalRef<'_>) {
@@ -119,6 +123,9 @@ impl ShardState {
         } else if signal.kind.is_positive(signal.value) {
             user.hard_negatives.remove(&item);
         }
+        let session = signal.session.map(|session| {
+            record_session(&mut user.sessions, session, signal.session_seq, ack, limits.user_sessions_max)
+        });
         if user.history.len() >= limits.user_history_max {
             user.history.pop_front();
         }
@@ -128,11 +135,8 @@ impl ShardState {
                 kind: signal.kind.clone(),
                 value: signal.value,
                 hlc: ack.hlc,
-                session: signal.session.map(Into::into),
+                session,
             });
-        }
-        if let Some(session) = signal.session {
-            record_session(&mut user.sessions, session, signal.session_seq, ack, limits.user_sessions_max);
         }
     }
 
@@ -147,18 +151,33 @@ impl ShardState {
     }
 }
 
-/// Updates (or creates) a session and keeps the list ordered by recency, bounded.
-fn record_session(sessions: &mut Vec<SessionState>, session: &str, seq: Option<u64>, ack: Ack, max: usize) {
-    let pos = sessions.iter().position(|s| &*s.session == session);
-    let mut state = match pos {
-        Some(i) => sessions.remove(i),
-        None => SessionState::new(session),
-    };
-    state.record(seq, ack);
-    sessions.push(state);
-    if sessions.len() > max {
-        sessions.remove(0);
+/// Updates (or creates) a session and keeps the list ordered by recency, bounded. Returns
+/// the session's shared id.
+fn record_session(
+    sessions: &mut Vec<SessionState>,
+    session: &str,
+    seq: Option<u64>,
+    ack: Ack,
+    max: usize,
+) -> Arc<str> {
+    match sessions.iter().position(|s| &*s.session == session) {
+        // Already the most recent: the common case of a session's consecutive signals.
+        Some(i) if i + 1 == sessions.len() => sessions[i].record(seq, ack),
+        Some(i) => {
+            let mut state = sessions.remove(i);
+            state.record(seq, ack);
+            sessions.push(state);
+        }
+        None => {
+            let mut state = SessionState::new(session);
+            state.record(seq, ack);
+            sessions.push(state);
+            if sessions.len() > max {
+                sessions.remove(0);
+            }
+        }
     }
+    sessions.last().map_or_else(|| session.into(), |s| s.session.clone())
 }
 
 #[cfg(test)]

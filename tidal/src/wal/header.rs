@@ -9,7 +9,7 @@
 //! v2, 64 bytes, little-endian
 //!  0 magic u32 | 4 version u16 (=2) | 6 flags u16 | 8 shard_id u32 | 12 record_count u32
 //! 16 first_seq u64 | 24 hlc_min u64 | 32 hlc_max u64 | 40 payload_len u32
-//! 44 payload_crc32c u32 | 48 reserved [u8; 12] (zero) | 60 header_crc32c u32 (of 0..60)
+//! 44 payload_crc32c u32 | 48 origin_node u32 | 52 reserved [u8; 8] (zero) | 60 header_crc32c u32 (of 0..60)
 //!
 //! v1, 32 bytes, little-endian
 //!  0 magic u32 | 4 version u16 (=1) | 6 flags u16 | 8 record_count u32 | 12 first_seq u64
@@ -57,7 +57,8 @@ pub(crate) const V2_HLC_MIN: usize = 24;
 pub(crate) const V2_HLC_MAX: usize = 32;
 pub(crate) const V2_PAYLOAD_LEN: usize = 40;
 pub(crate) const V2_PAYLOAD_CRC: usize = 44;
-pub(crate) const V2_RESERVED: usize = 48;
+pub(crate) const V2_ORIGIN_NODE: usize = 48;
+pub(crate) const V2_RESERVED: usize = 52;
 pub(crate) const V2_HEADER_CRC: usize = 60;
 
 // v1 field offsets.
@@ -76,6 +77,9 @@ pub struct BatchHeader {
     pub flags: u16,
     /// The shard that wrote the batch. `None` for v1, whose shard is the segment's.
     pub shard_id: Option<u32>,
+    /// Node that wrote the batch (0 = not recorded, as in v1). A replica that applies
+    /// shipped batches credits this node's CRDT slot, never its own.
+    pub origin_node: u32,
     /// Records in the payload, at least 1.
     pub record_count: u32,
     /// Seq of the first record; record `i` has seq `first_seq + i`.
@@ -118,7 +122,8 @@ impl BatchHeader {
         put_u64(&mut b, V2_HLC_MAX, self.hlc_max.0);
         put_u32(&mut b, V2_PAYLOAD_LEN, self.payload_len);
         put_u32(&mut b, V2_PAYLOAD_CRC, self.payload_crc32c);
-        // Reserved bytes 48..60 stay zero.
+        put_u32(&mut b, V2_ORIGIN_NODE, self.origin_node);
+        // Reserved bytes 52..60 stay zero.
         let crc = crc32c::crc32c(&b[..V2_HEADER_CRC]);
         put_u32(&mut b, V2_HEADER_CRC, crc);
         b
@@ -206,6 +211,7 @@ fn parse_v2(b: &[u8]) -> Result<BatchHeader, BatchError> {
         version: HEADER_VERSION_V2,
         flags: get_u16(b, V2_FLAGS),
         shard_id: Some(get_u32(b, V2_SHARD)),
+        origin_node: get_u32(b, V2_ORIGIN_NODE),
         record_count: get_u32(b, V2_RECORD_COUNT),
         first_seq: get_u64(b, V2_FIRST_SEQ),
         hlc_min: Hlc(get_u64(b, V2_HLC_MIN)),
@@ -220,6 +226,7 @@ fn parse_v1(b: &[u8]) -> BatchHeader {
         version: HEADER_VERSION_V1,
         flags: get_u16(b, V1_FLAGS),
         shard_id: None,
+        origin_node: 0,
         record_count: get_u32(b, V1_RECORD_COUNT),
         first_seq: get_u64(b, V1_FIRST_SEQ),
         hlc_min: Hlc::ZERO,

@@ -123,12 +123,14 @@ fn check_framing(header: &BatchHeader, payload: &[u8]) -> Result<(Hlc, Hlc), Bat
 pub fn encode_batch_v2_into(
     buf: &mut Vec<u8>,
     shard: u32,
+    origin_node: u32,
     first_seq: u64,
     records: &[(Hlc, SignalRef<'_>)],
 ) -> Result<BatchHeader, WalError> {
     let mut header = encode_payload(buf, HEADER_V2_BYTES, first_seq, records)?;
     header.version = HEADER_VERSION_V2;
     header.shard_id = Some(shard);
+    header.origin_node = origin_node;
     buf[..HEADER_V2_BYTES].copy_from_slice(&header.encode_v2());
     Ok(header)
 }
@@ -176,6 +178,7 @@ fn encode_payload(
         version: 0,
         flags: 0,
         shard_id: None,
+        origin_node: 0,
         record_count,
         first_seq,
         hlc_min,

@@ -176,6 +176,6 @@ fn raw_batch_bytes(shard: u32) -> Vec<u8> {
     let owned: Vec<_> = (3..5).map(signal).collect();
     let recs: Vec<_> = owned.iter().enumerate().map(|(i, s)| (hlc_of(3 + i as u64), s.as_ref())).collect();
     let mut buf = Vec::new();
-    crate::wal::segment::encode_batch_v2_into(&mut buf, shard, 3, &recs).unwrap();
+    crate::wal::segment::encode_batch_v2_into(&mut buf, shard, 1, 3, &recs).unwrap();
     buf
 }

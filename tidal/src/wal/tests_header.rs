@@ -9,6 +9,7 @@ fn sample_v2() -> BatchHeader {
         version: HEADER_VERSION_V2,
         flags: 0,
         shard_id: Some(0x0403_0201),
+        origin_node: 7,
         record_count: 3,
         first_seq: 0x1112_1314_1516_1718,
         hlc_min: Hlc(0x2122_2324_2526_2728),
@@ -33,6 +34,7 @@ fn v1_round_trip_has_no_shard_and_no_hlc_range() {
     let header = BatchHeader {
         version: HEADER_VERSION_V1,
         shard_id: None,
+        origin_node: 0,
         hlc_min: Hlc::ZERO,
         hlc_max: Hlc::ZERO,
         ..sample_v2()
@@ -66,7 +68,8 @@ fn v2_byte_map_pins_every_offset() {
     assert_eq!(le(&b, 32, 8), 0x3132_3334_3536_3738);
     assert_eq!(le(&b, 40, 4), 0x4142);
     assert_eq!(le(&b, 44, 4), 0x5152_5354);
-    assert_eq!(&b[48..60], &[0u8; 12]);
+    assert_eq!(le(&b, 48, 4), u64::from(h.origin_node));
+    assert_eq!(&b[52..60], &[0u8; 8]);
     assert_eq!(le(&b, 60, 4), u64::from(crc32c::crc32c(&b[..60])));
 }
 
@@ -120,6 +123,7 @@ fn doc_byte_maps_match_code() {
         row(V2_HLC_MAX, 8, "hlc_max"),
         row(V2_PAYLOAD_LEN, 4, "payload_len"),
         row(V2_PAYLOAD_CRC, 4, "payload_crc32c"),
+        row(V2_ORIGIN_NODE, 4, "origin_node"),
         row(V2_RESERVED, V2_HEADER_CRC - V2_RESERVED, "reserved"),
         row(V2_HEADER_CRC, 4, "header_crc32c"),
     ];
@@ -172,7 +176,7 @@ fn impossible_fields_with_a_valid_crc_are_not_tail_damage() {
     let good = sample_v2().encode_v2();
     let cases: Vec<(&str, [u8; 64])> = vec![
         ("flags", resealed(good, |b| b[6] = 1)),
-        ("reserved", resealed(good, |b| b[50] = 7)),
+        ("reserved", resealed(good, |b| b[54] = 7)),
         ("record_count 0", resealed(good, |b| b[12..16].fill(0))),
         ("first_seq 0", resealed(good, |b| b[16..24].fill(0))),
         ("seq overflow", resealed(good, |b| b[16..24].fill(0xff))),

@@ -202,7 +202,7 @@ fn raw_batch(shard: u32, first_seq: u64, count: u64) -> Vec<u8> {
     let recs: Vec<_> =
         owned.iter().enumerate().map(|(i, s)| (hlc_of(first_seq + i as u64), s.as_ref())).collect();
     let mut buf = Vec::new();
-    encode_batch_v2_into(&mut buf, shard, first_seq, &recs).unwrap();
+    encode_batch_v2_into(&mut buf, shard, 1, first_seq, &recs).unwrap();
     buf
 }
 
@@ -235,6 +235,7 @@ fn undecodable_record_under_a_valid_crc_is_corruption() {
         version: 2,
         flags: 0,
         shard_id: Some(0),
+        origin_node: 7,
         record_count: 1,
         first_seq: 1,
         hlc_min: Hlc::ZERO,
@@ -260,6 +261,7 @@ fn ascii_header(first_seq: u64) -> String {
                 version: 2,
                 flags: 0,
                 shard_id: Some(0),
+                origin_node: 7,
                 record_count: 1,
                 first_seq,
                 hlc_min: Hlc(0x2020_2020),

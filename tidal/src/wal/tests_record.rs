@@ -131,7 +131,7 @@ fn batch_v2(n: u64) -> Vec<u8> {
     let recs: Vec<(Hlc, SignalRef<'_>)> =
         owned.iter().enumerate().map(|(i, s)| (Hlc(100 - i as u64), s.as_ref())).collect();
     let mut buf = Vec::new();
-    encode_batch_v2_into(&mut buf, 9, 40, &recs).unwrap();
+    encode_batch_v2_into(&mut buf, 9, 3, 40, &recs).unwrap();
     buf
 }
 
@@ -237,6 +237,7 @@ proptest! {
             version: 2,
             flags: 0,
             shard_id: Some(1),
+            origin_node: 7,
             record_count: count.min(payload.len() as u32 / 5),
             first_seq: 1,
             hlc_min: Hlc::ZERO,

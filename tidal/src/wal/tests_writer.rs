@@ -109,6 +109,17 @@ fn last_batch_is_exactly_what_was_written() {
     assert_eq!(on_disk, [first.clone(), second.clone()].concat());
     let (h, _, len) = decode_batch(&second).unwrap();
     assert_eq!((h.first_seq, h.record_count, h.shard_id, len), (4, 2, Some(0), second.len()));
+    assert_eq!(h.origin_node, 0, "not recorded unless set");
+}
+
+#[test]
+fn every_batch_records_its_origin_node() {
+    let vfs = SimVfs::new();
+    let dir = Path::new("/db/wal");
+    let mut writer = new_writer(Arc::new(vfs.clone()), dir, 3, 1 << 20).with_origin_node(42);
+    append_seqs(&mut writer, 2).unwrap();
+    let (h, _, _) = decode_batch(writer.last_batch()).unwrap();
+    assert_eq!((h.origin_node, h.shard_id), (42, Some(3)));
 }
 
 #[test]

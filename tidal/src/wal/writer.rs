@@ -45,6 +45,8 @@ pub struct WalWriter {
     segment: SegmentName,
     next_seq: u64,
     segment_bytes_max: u64,
+    /// Written into every batch header (0 = not recorded).
+    origin_node: u32,
     /// The last batch exactly as written; reused for the next one.
     buf: Vec<u8>,
     /// Set by the first I/O error; the writer refuses all work afterwards.
@@ -89,6 +91,7 @@ impl WalWriter {
             segment,
             next_seq,
             segment_bytes_max,
+            origin_node: 0,
             buf: Vec::new(),
             poisoned: false,
         })
@@ -115,13 +118,14 @@ impl WalWriter {
                 bytes: 0,
             });
         }
-        let header = match encode_batch_v2_into(&mut self.buf, self.shard, self.next_seq, records) {
-            Ok(header) => header,
-            Err(e) => {
-                self.buf.clear();
-                return Err(e);
-            }
-        };
+        let header =
+            match encode_batch_v2_into(&mut self.buf, self.shard, self.origin_node, self.next_seq, records) {
+                Ok(header) => header,
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(e);
+                }
+            };
         if let Err(e) = self.write_buf() {
             self.poisoned = true;
             self.buf.clear();
@@ -135,6 +139,12 @@ impl WalWriter {
             hlc_max: header.hlc_max,
             bytes: self.buf.len() as u64,
         })
+    }
+
+    /// Records `node` as the writer of every batch appended from now on.
+    pub fn with_origin_node(mut self, node: u32) -> Self {
+        self.origin_node = node;
+        self
     }
 
     /// Makes every appended batch durable (`sync_data` of the current segment; earlier
