@@ -5,6 +5,7 @@
 //! shard-aware names) and `snapshots/`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -45,6 +46,9 @@ impl RecoveryReport {
 
 pub(crate) struct ShardHandle {
     pub state: SharedState,
+    /// Write requests queued or being committed; while any are, the state is not the whole
+    /// truth about sessions and only the writer can judge SeqNos.
+    in_flight: Arc<AtomicUsize>,
     tx: SyncSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -154,9 +158,11 @@ impl Db {
 
     /// Validates, routes and enqueues a batch; the returned [`PendingWrite`] yields the acks.
     ///
-    /// Session rules are checked for the whole batch before anything is enqueued, so a gap
-    /// rejects the batch whole. (A concurrent writer to the same session can still race
-    /// ahead of this check; then the shard rejects its part and reports the gap.)
+    /// When no earlier write is still in flight on a shard, its session rules are checked
+    /// for the whole batch before anything is enqueued, so a gap rejects the batch whole.
+    /// While earlier writes are in flight (a pipelining caller), only the shard's writer can
+    /// judge SeqNos: it then rejects that shard's part alone, after other shards' parts may
+    /// have committed. Either way a rejected part writes nothing.
     pub fn submit(&self, signals: Vec<Signal>) -> Result<PendingWrite> {
         let inner = &*self.inner;
         if signals.len() > BATCH_SIGNALS_MAX {
@@ -178,8 +184,9 @@ impl Db {
             part.1.push(signal);
         }
         for (shard, (_, part)) in by_shard.iter().enumerate() {
-            if !part.is_empty() {
-                precheck_sessions(&inner.shards[shard].state, part)?;
+            let handle = &inner.shards[shard];
+            if !part.is_empty() && handle.in_flight.load(Ordering::Acquire) == 0 {
+                precheck_sessions(&handle.state, part)?;
             }
         }
         let mut parts = Vec::new();
@@ -187,11 +194,13 @@ impl Db {
             if part.is_empty() {
                 continue;
             }
+            let handle = &inner.shards[shard];
             let (reply, rx) = oneshot::channel();
-            inner.shards[shard]
-                .tx
-                .send(Command::Write { signals: part, reply })
-                .map_err(|_| Error::Closed)?;
+            handle.in_flight.fetch_add(1, Ordering::AcqRel);
+            if handle.tx.send(Command::Write { signals: part, reply }).is_err() {
+                handle.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::Closed);
+            }
             parts.push((indices, rx));
         }
         Ok(PendingWrite { len, parts })
@@ -298,7 +307,9 @@ fn start_writer(
     )?
     .with_origin_node(options.node_id);
     let state = Arc::new(RwLock::new(state));
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = ShardWriter {
+        in_flight: in_flight.clone(),
         shard,
         wal,
         state: state.clone(),
@@ -319,7 +330,7 @@ fn start_writer(
         .name(format!("tidal-shard-{shard}"))
         .spawn(move || writer.run(rx))
         .map_err(|e| WalError::io("spawn shard writer", &paths.wal_dir, e))?;
-    Ok(ShardHandle { state, tx, thread: Mutex::new(Some(thread)) })
+    Ok(ShardHandle { state, in_flight, tx, thread: Mutex::new(Some(thread)) })
 }
 
 /// Moves snapshots that failed their checks aside (`*.snap.damaged`, kept for forensics)

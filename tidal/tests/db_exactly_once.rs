@@ -178,3 +178,22 @@ fn a_second_process_cannot_open_the_same_directory() {
     let _db = open(dir.path());
     assert!(Db::open(dir.path(), Options::default()).is_err());
 }
+
+#[test]
+fn pipelined_batches_of_one_session_are_not_mistaken_for_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    // Submit batch 2 while batch 1 (seqs 1..=300) may still be committing.
+    let first = db.submit((1..=300).map(|n| sequenced("u", "s", n, &format!("a{n}"))).collect()).unwrap();
+    let second = db.submit((301..=600).map(|n| sequenced("u", "s", n, &format!("a{n}"))).collect()).unwrap();
+    assert!(first.wait().unwrap().iter().all(|a| !a.duplicate));
+    assert!(second.wait().unwrap().iter().all(|a| !a.duplicate));
+    assert_eq!(db.session_hwm("u", "s"), Some(600));
+    // A real gap behind in-flight writes is still refused by the shard, and writes nothing.
+    let pending = db.submit(vec![sequenced("u", "s", 601, "ok")]).unwrap();
+    let gap = db.submit(vec![sequenced("u", "s", 700, "gap")]);
+    assert!(pending.wait().is_ok());
+    let refused = gap.and_then(|p| p.wait());
+    assert!(matches!(refused, Err(Error::SessionGap { expected: 602, got: 700, .. })), "{refused:?}");
+    assert!(db.item("gap").is_none());
+}

@@ -12,6 +12,7 @@
 //! a failure is unsafe on Linux, where the kernel may have dropped the dirty pages.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -43,6 +44,8 @@ pub(crate) type AckSender = oneshot::Sender<Result<Vec<Ack>>>;
 /// Everything the writer thread owns.
 pub(crate) struct ShardWriter {
     pub shard: u32,
+    /// Write requests enqueued and not yet answered (shared with the submitting side).
+    pub in_flight: Arc<AtomicUsize>,
     pub wal: WalWriter,
     pub state: Arc<RwLock<ShardState>>,
     pub clock: Arc<HybridClock>,
@@ -91,7 +94,9 @@ impl ShardWriter {
                 }
             }
             if !writes.is_empty() {
+                let answered = writes.len();
                 self.commit_group(writes);
+                self.in_flight.fetch_sub(answered, Ordering::AcqRel);
                 self.maybe_snapshot();
             }
             for control in controls {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tidal::options::Durability;
-use tidal::{Db, Error, Options, Signal};
+use tidal::{Db, Error, Options, PendingWrite, Signal};
 
 /// The sample signals `tidal demo` ingests.
 const SAMPLE: &str = include_str!("../../../samples/signals.ndjson");
@@ -86,10 +86,12 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Reads NDJSON lines and writes them in batches of `batch`.
+/// Reads NDJSON lines and writes them in batches of `batch`, keeping one batch in flight
+/// while the next is parsed (the store commits one while we read the other).
 pub fn ingest(db: &Db, reader: impl BufRead, batch: usize) -> Result<Ingested> {
     let mut counts = Ingested::default();
     let mut pending: Vec<Signal> = Vec::with_capacity(batch);
+    let mut in_flight: Option<(u64, PendingWrite)> = None;
     let mut first_line = 1u64;
     for (index, line) in reader.lines().enumerate() {
         let number = index as u64 + 1;
@@ -97,37 +99,64 @@ pub fn ingest(db: &Db, reader: impl BufRead, batch: usize) -> Result<Ingested> {
         if line.trim().is_empty() {
             continue;
         }
-        let signal: Signal =
-            serde_json::from_str(&line).with_context(|| format!("line {number}: not a valid signal"))?;
+        let parsed = serde_json::from_str::<Signal>(&line);
+        let signal = match parsed {
+            Ok(signal) => signal,
+            Err(e) => {
+                settle(in_flight.take(), &mut counts)?;
+                bail!("line {number}: not a valid signal: {e} (earlier lines were written)");
+            }
+        };
         if pending.is_empty() {
             first_line = number;
         }
         pending.push(signal);
         counts.lines += 1;
         if pending.len() == batch {
-            flush(db, &mut pending, first_line, &mut counts)?;
+            let submitted =
+                submit(db, std::mem::take(&mut pending), first_line, &mut in_flight, &mut counts)?;
+            settle(in_flight.replace((first_line, submitted)), &mut counts)?;
         }
     }
-    flush(db, &mut pending, first_line, &mut counts)?;
+    if !pending.is_empty() {
+        let submitted = submit(db, pending, first_line, &mut in_flight, &mut counts)?;
+        settle(in_flight.replace((first_line, submitted)), &mut counts)?;
+    }
+    settle(in_flight, &mut counts)?;
     Ok(counts)
 }
 
-fn flush(db: &Db, pending: &mut Vec<Signal>, first_line: u64, counts: &mut Ingested) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let acks = match db.write_batch(std::mem::take(pending)) {
-        Ok(acks) => acks,
+/// Validates and enqueues a batch; on a bad signal, lets the batch in flight finish first.
+fn submit(
+    db: &Db,
+    signals: Vec<Signal>,
+    first_line: u64,
+    in_flight: &mut Option<(u64, PendingWrite)>,
+    counts: &mut Ingested,
+) -> Result<PendingWrite> {
+    match db.submit(signals) {
+        Ok(pending) => Ok(pending),
         Err(Error::InvalidSignal { index, field, reason }) => {
+            settle(in_flight.take(), counts)?;
             bail!(
                 "line {}: field `{field}`: {reason} (this batch was not written)",
                 first_line + index as u64
             )
         }
         Err(e) => {
-            return Err(e).context(format!("writing the batch that starts at line {first_line}"));
+            settle(in_flight.take(), counts)?;
+            Err(e).context(format!("writing the batch that starts at line {first_line}"))
         }
+    }
+}
+
+/// Waits for a batch in flight and counts its acks.
+fn settle(in_flight: Option<(u64, PendingWrite)>, counts: &mut Ingested) -> Result<()> {
+    let Some((first_line, pending)) = in_flight else {
+        return Ok(());
     };
+    let acks =
+        pending.wait().with_context(|| format!("writing the batch that starts at line {first_line}"))?;
     for ack in acks {
         if ack.duplicate {
             counts.duplicates += 1;
