@@ -29,20 +29,26 @@ fn signal(n: u64) -> Signal {
     s
 }
 
+/// The signals of a batched run, built before the clock starts (client work, not the store's).
+fn make_batches(total: u64) -> Vec<Vec<Signal>> {
+    (0..total).step_by(BATCH).map(|n| (n..n + BATCH as u64).map(signal).collect()).collect()
+}
+
 /// One caller writing batches; `in_flight` batches are submitted before the oldest is
 /// awaited (1 = wait for each batch; 2 = build the next batch while one commits).
 fn tidal_batched(dir: &Path, total: u64, in_flight: usize) -> f64 {
     let db = Db::open(dir, Options { shards: Some(4), ..Options::default() }).expect("open");
+    let batches = make_batches(total);
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     let mut n = 0;
-    while n < total {
+    for batch in batches {
         if pending.len() == in_flight {
             let oldest: tidal::PendingWrite = pending.pop_front().expect("in flight");
             oldest.wait().expect("write");
         }
-        pending.push_back(db.submit((n..n + BATCH as u64).map(signal).collect()).expect("submit"));
-        n += BATCH as u64;
+        n += batch.len();
+        pending.push_back(db.submit(batch).expect("submit"));
     }
     for p in pending {
         p.wait().expect("write");
@@ -101,15 +107,16 @@ fn sqlite_write(tx: &rusqlite::Transaction<'_>, s: &Signal, hlc: i64) {
 
 fn sqlite_batched(dir: &Path, total: u64) -> f64 {
     let mut conn = sqlite_open(&dir.join("bench.sqlite"));
+    let batches = make_batches(total);
     let started = Instant::now();
     let mut n = 0;
-    while n < total {
+    for batch in &batches {
         let tx = conn.transaction().expect("tx");
-        for i in n..n + BATCH as u64 {
-            sqlite_write(&tx, &signal(i), i as i64);
+        for s in batch {
+            sqlite_write(&tx, s, n as i64);
+            n += 1;
         }
         tx.commit().expect("commit");
-        n += BATCH as u64;
     }
     n as f64 / started.elapsed().as_secs_f64()
 }

@@ -18,8 +18,11 @@ use crate::error::{Error, Result};
 use crate::hlc::HybridClock;
 use crate::manifest::{self, Manifest};
 use crate::options::Options;
+use crate::query::score::{Decay, ScoreIndex, Weights};
+use crate::query::visibility::AppliedSeq;
 use crate::session::Ack;
 use crate::shard::router::ShardRouter;
+use crate::shard::state::Scoring;
 use crate::shard::writer::{Command, ShardWriter};
 use crate::shard::{OpenedShard, ShardPaths, ShardRecovery, SharedState, open_shard};
 use crate::signal::{BATCH_SIGNALS_MAX, Signal};
@@ -49,6 +52,7 @@ pub(crate) struct ShardHandle {
     /// Write requests queued or being committed; while any are, the state is not the whole
     /// truth about sessions and only the writer can judge SeqNos.
     in_flight: Arc<AtomicUsize>,
+    pub applied: Arc<AppliedSeq>,
     tx: SyncSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -61,6 +65,8 @@ pub(crate) struct DbInner {
     pub shards: Vec<ShardHandle>,
     pub clock: Arc<HybridClock>,
     pub recovery: RecoveryReport,
+    pub index: Arc<RwLock<ScoreIndex>>,
+    pub scoring: Scoring,
     _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -122,7 +128,12 @@ impl Db {
         let clock = Arc::new(HybridClock::new(options.clock.clone(), options.max_clock_skew_ms));
         let manifest = manifest::load_or_create(&*vfs, &dir, &options, clock.now().physical_ms())?;
         let started = Instant::now();
-        let opened = recover_all(&options, &paths, manifest.shards, &clock)?;
+        let scoring = Scoring {
+            decay: Decay { t_ref_ms: manifest.created_ms, half_life_ms: manifest.score_half_life_ms },
+            weights: options.score_weights,
+        };
+        let opened = recover_all(&options, &paths, manifest.shards, scoring, &clock)?;
+        let index = Arc::new(RwLock::new(build_index(&opened, &scoring.weights)));
         quarantine_damaged_snapshots(&*vfs, &paths.snapshot_dir, &opened)?;
         let recovery = RecoveryReport {
             shards: opened.iter().map(|o| o.recovery.clone()).collect(),
@@ -136,12 +147,12 @@ impl Db {
         );
         let mut shards = Vec::with_capacity(opened.len());
         for opened in opened {
-            shards.push(start_writer(&options, &paths, opened, &clock)?);
+            shards.push(start_writer(&options, &paths, opened, &clock, &index)?);
         }
         let router = ShardRouter::new(manifest.shards);
-        Ok(Db {
-            inner: Arc::new(DbInner { dir, options, manifest, router, shards, clock, recovery, _lock: lock }),
-        })
+        let inner =
+            DbInner { dir, options, manifest, router, shards, clock, recovery, index, scoring, _lock: lock };
+        Ok(Db { inner: Arc::new(inner) })
     }
 
     /// Writes one signal; returns once it is durable (per the durability mode) and visible.
@@ -276,11 +287,13 @@ fn recover_all(
     options: &Options,
     paths: &ShardPaths,
     shards: u32,
+    scoring: Scoring,
     clock: &HybridClock,
 ) -> Result<Vec<OpenedShard>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..shards).map(|shard| scope.spawn(move || open_shard(options, paths, shard, clock))).collect();
+        let handles: Vec<_> = (0..shards)
+            .map(|shard| scope.spawn(move || open_shard(options, paths, shard, scoring, clock)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::InvalidState("shard recovery panicked".into()))))
@@ -288,11 +301,23 @@ fn recover_all(
     })
 }
 
+/// The store-wide ranking from every shard's decayed sums under the current weights.
+fn build_index(opened: &[OpenedShard], weights: &Weights) -> ScoreIndex {
+    let mut index = ScoreIndex::default();
+    for shard in opened {
+        for (item, entry) in &shard.state.items {
+            index.add(item, entry.decayed.score(weights));
+        }
+    }
+    index
+}
+
 fn start_writer(
     options: &Options,
     paths: &ShardPaths,
     opened: OpenedShard,
     clock: &Arc<HybridClock>,
+    index: &Arc<RwLock<ScoreIndex>>,
 ) -> Result<ShardHandle> {
     let OpenedShard { state, scan, recovery } = opened;
     let shard = recovery.shard;
@@ -306,10 +331,13 @@ fn start_writer(
         options.segment_bytes_max,
     )?
     .with_origin_node(options.node_id);
+    let applied = Arc::new(AppliedSeq::new(state.applied_seq));
     let state = Arc::new(RwLock::new(state));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = ShardWriter {
         in_flight: in_flight.clone(),
+        index: index.clone(),
+        applied: applied.clone(),
         shard,
         wal,
         state: state.clone(),
@@ -330,7 +358,7 @@ fn start_writer(
         .name(format!("tidal-shard-{shard}"))
         .spawn(move || writer.run(rx))
         .map_err(|e| WalError::io("spawn shard writer", &paths.wal_dir, e))?;
-    Ok(ShardHandle { state, in_flight, tx, thread: Mutex::new(Some(thread)) })
+    Ok(ShardHandle { state, in_flight, applied, tx, thread: Mutex::new(Some(thread)) })
 }
 
 /// Moves snapshots that failed their checks aside (`*.snap.damaged`, kept for forensics)

@@ -47,6 +47,12 @@ pub enum Error {
     /// An operation that the current state does not allow.
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// A read's request is malformed (bad token, bad limit).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A read's `min_seq` was not applied within its wait: retry later or elsewhere.
+    #[error("not yet: shard {shard} has applied seq {applied}, the read needs {wanted}")]
+    NotYet { shard: u32, applied: u64, wanted: u64 },
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -69,9 +75,10 @@ pub enum ErrorKind {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidSignal { .. } | Error::BatchTooLarge { .. } | Error::InvalidOptions(_) => {
-                ErrorKind::InvalidInput
-            }
+            Error::InvalidSignal { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::InvalidOptions(_)
+            | Error::InvalidRequest(_) => ErrorKind::InvalidInput,
             Error::Clock(_) => ErrorKind::InvalidInput,
             Error::SessionGap { .. } | Error::StaleDuplicate { .. } | Error::InvalidState(_) => {
                 ErrorKind::Conflict

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::options::{Options, SHARDS_DEFAULT};
+use crate::query::score::HALF_LIFE_MS_DEFAULT;
 use crate::wal::vfs::Vfs;
 
 /// Name of the manifest file in the data directory.
@@ -21,6 +22,13 @@ pub struct Manifest {
     pub shards: u32,
     pub node_id: u32,
     pub created_ms: u64,
+    /// Half-life of ranking weights; rankings decay relative to `created_ms`.
+    #[serde(default = "half_life_default")]
+    pub score_half_life_ms: u64,
+}
+
+fn half_life_default() -> u64 {
+    HALF_LIFE_MS_DEFAULT
 }
 
 fn manifest_error(dir: &Path, reason: impl Into<String>) -> Error {
@@ -63,6 +71,17 @@ fn check(dir: &Path, manifest: &Manifest, options: &Options) -> Result<()> {
             ),
         ));
     }
+    if let Some(half_life) = options.score_half_life_ms
+        && half_life != manifest.score_half_life_ms
+    {
+        return Err(manifest_error(
+            dir,
+            format!(
+                "the store's score half-life is {} ms; options ask for {half_life} ms (fixed at creation)",
+                manifest.score_half_life_ms
+            ),
+        ));
+    }
     if options.node_id != manifest.node_id {
         return Err(manifest_error(
             dir,
@@ -78,6 +97,7 @@ fn create(vfs: &dyn Vfs, dir: &Path, options: &Options, now_ms: u64) -> Result<M
         shards: options.shards.unwrap_or(SHARDS_DEFAULT),
         node_id: options.node_id,
         created_ms: now_ms,
+        score_half_life_ms: options.score_half_life_ms.unwrap_or(HALF_LIFE_MS_DEFAULT),
     };
     let io = |op: &'static str, e| manifest_error(dir, format!("{op}: {e}"));
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| manifest_error(dir, e.to_string()))?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, MAX_SKEW_MS_DEFAULT, SystemClock};
+use crate::query::score::Weights;
 use crate::session::{IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT};
 use crate::signal::{CUSTOM_KINDS_MAX, KIND_NAME_BYTES_MAX, SignalKind};
 use crate::wal::vfs::{StdVfs, Vfs};
@@ -75,6 +76,10 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub vfs: Arc<dyn Vfs>,
     pub progress: Option<ProgressFn>,
+    /// Half-life of a signal's weight in rankings, for a new store (fixed at creation).
+    pub score_half_life_ms: Option<u64>,
+    /// Per-kind weights of the ranking score; may change from one open to the next.
+    pub score_weights: Weights,
 }
 
 impl Default for Options {
@@ -96,6 +101,8 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             vfs: Arc::new(StdVfs),
             progress: None,
+            score_half_life_ms: None,
+            score_weights: Weights::default(),
         }
     }
 }
@@ -139,6 +146,12 @@ impl Options {
         }
         if self.group_signals_max == 0 || self.write_queue_max == 0 || self.idempotency_keys_max == 0 {
             return bad("group_signals_max, write_queue_max and idempotency_keys_max must be positive".into());
+        }
+        if self.score_half_life_ms == Some(0) {
+            return bad("score_half_life_ms must be positive".into());
+        }
+        if self.score_weights.0.iter().any(|w| !w.is_finite()) {
+            return bad("score_weights must be finite".into());
         }
         if self.user_sessions_max == 0 {
             return bad("user_sessions_max must be positive".into());

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use self::state::{ShardState, StateLimits};
+use self::state::{Scoring, ShardState, StateLimits};
 use crate::error::{Error, Result};
 use crate::hlc::HybridClock;
 use crate::options::{Options, PROGRESS_EVERY_RECORDS, RecoveryProgress};
@@ -88,6 +88,7 @@ pub(crate) fn open_shard(
     options: &Options,
     paths: &ShardPaths,
     shard: u32,
+    scoring: Scoring,
     clock: &HybridClock,
 ) -> Result<OpenedShard> {
     let started = Instant::now();
@@ -99,7 +100,7 @@ pub(crate) fn open_shard(
             .read_file(&path)
             .map_err(|e| format!("read: {e}"))
             .and_then(|bytes| snapshot::decode(&bytes, options.node_id, shard, limits));
-        let state = match loaded {
+        let mut state = match loaded {
             Ok(state) => state,
             Err(reason) => {
                 tracing::warn!(shard, path = %path.display(), %reason, "snapshot skipped");
@@ -108,9 +109,11 @@ pub(crate) fn open_shard(
             }
         };
         debug_assert_eq!(state.applied_seq, seq);
+        state.scoring = scoring;
         return replay(options, paths, state, Some(seq), skipped, clock, started);
     }
-    let state = ShardState::new(options.node_id, shard, limits);
+    let mut state = ShardState::new(options.node_id, shard, limits);
+    state.scoring = scoring;
     let tried: Vec<String> = skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
     replay(options, paths, state, None, skipped, clock, started).map_err(|e| match e {
         Error::Wal(crate::wal::WalError::Missing { first_available, .. }) if !tried.is_empty() => {

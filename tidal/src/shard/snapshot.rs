@@ -24,8 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{ShardState, StateLimits, UserState};
-use crate::crdt::CrdtSignalState;
+use super::state::{ItemEntry, ShardState, StateLimits, UserState};
 use crate::hlc::Hlc;
 use crate::session::{Ack, IdempotencyStore};
 use crate::wal::WalError;
@@ -41,7 +40,7 @@ const HEADER_BYTES: usize = 40;
 struct BodyRef<'a> {
     applied_seq: u64,
     last_hlc: Hlc,
-    items: Vec<(&'a str, &'a CrdtSignalState)>,
+    items: Vec<(&'a str, &'a ItemEntry)>,
     users: Vec<(&'a str, &'a UserState)>,
     idempotency: Vec<(&'a str, Ack)>,
 }
@@ -50,7 +49,7 @@ struct BodyRef<'a> {
 struct BodyOwned {
     applied_seq: u64,
     last_hlc: Hlc,
-    items: Vec<(Arc<str>, CrdtSignalState)>,
+    items: Vec<(Arc<str>, ItemEntry)>,
     users: Vec<(Box<str>, UserState)>,
     idempotency: Vec<(String, Ack)>,
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
 use crate::hlc::Hlc;
+use crate::query::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
 use crate::session::{Ack, IdempotencyStore, SessionState};
 use crate::signal::{SignalKind, SignalRef};
 
@@ -27,6 +28,29 @@ pub struct StateLimits {
     pub user_sessions_max: usize,
     pub idempotency_window_ms: u64,
     pub idempotency_keys_max: usize,
+}
+
+/// What a shard keeps per item: the CRDT aggregate and its decayed sums for ranking.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemEntry {
+    pub state: CrdtSignalState,
+    pub decayed: DecayedSums,
+}
+
+/// How applied signals feed the ranking: the store's decay clock and the current weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scoring {
+    pub decay: Decay,
+    pub weights: Weights,
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Scoring {
+            decay: Decay { t_ref_ms: 0, half_life_ms: HALF_LIFE_MS_DEFAULT },
+            weights: Weights::default(),
+        }
+    }
 }
 
 /// One entry of a user's recent history.
@@ -66,10 +90,11 @@ pub struct ShardState {
     /// Seq of the last applied record; 0 before the first.
     pub applied_seq: u64,
     pub last_hlc: Hlc,
-    pub items: FastMap<Arc<str>, CrdtSignalState>,
+    pub items: FastMap<Arc<str>, ItemEntry>,
     pub users: FastMap<Box<str>, UserState>,
     pub idempotency: IdempotencyStore,
     pub limits: StateLimits,
+    pub scoring: Scoring,
 }
 
 impl ShardState {
@@ -83,32 +108,38 @@ impl ShardState {
             users: FastMap::default(),
             idempotency: IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max),
             limits,
+            scoring: Scoring::default(),
         }
     }
 
     /// Applies the record with sequence number `seq`. Callers apply records in seq order.
-    pub fn apply(&mut self, seq: u64, hlc: Hlc, signal: &SignalRef<'_>) {
+    /// Returns the item's interned id and the signal's contribution to its undecayed score.
+    pub fn apply(&mut self, seq: u64, hlc: Hlc, signal: &SignalRef<'_>) -> (Arc<str>, f64) {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
-        let item = match self.items.get_key_value_mut(signal.item) {
-            Some((key, state)) => {
-                state.apply(signal, hlc, self.replica);
-                key.clone()
+        let growth = self.scoring.decay.growth(hlc.physical_ms());
+        let weights = self.scoring.weights;
+        let (item, contribution) = match self.items.get_key_value_mut(signal.item) {
+            Some((key, entry)) => {
+                entry.state.apply(signal, hlc, self.replica);
+                (key.clone(), entry.decayed.add(&signal.kind, signal.value, growth, &weights))
             }
             None => {
                 let key: Arc<str> = signal.item.into();
-                let mut state = CrdtSignalState::default();
-                state.apply(signal, hlc, self.replica);
-                self.items.insert(key.clone(), state);
-                key
+                let mut entry = ItemEntry::default();
+                entry.state.apply(signal, hlc, self.replica);
+                let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
+                self.items.insert(key.clone(), entry);
+                (key, contribution)
             }
         };
-        self.apply_user(item, ack, signal);
+        self.apply_user(item.clone(), ack, signal);
         if let Some(key) = signal.idempotency_key {
             self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
         }
         self.applied_seq = seq;
         self.last_hlc = self.last_hlc.max(hlc);
+        (item, contribution)
     }
 
     fn apply_user(&mut self, item: Arc<str>, ack: Ack, signal: &SignalRef<'_>) {
@@ -204,7 +235,7 @@ mod tests {
         st.apply(1, Hlc::new(10, 0), &sig("u", "a", SignalKind::Like).as_ref());
         st.apply(2, Hlc::new(11, 0), &sig("u", "a", SignalKind::Like).as_ref());
         st.apply(3, Hlc::new(12, 0), &sig("u", "b", SignalKind::Dislike).as_ref());
-        assert_eq!(st.items["a"].count(&SignalKind::Like), 2);
+        assert_eq!(st.items["a"].state.count(&SignalKind::Like), 2);
         let user = &st.users["u"];
         assert!(user.hard_negatives.contains(&Arc::from("b")));
         st.apply(4, Hlc::new(13, 0), &sig("u", "b", SignalKind::Like).as_ref());

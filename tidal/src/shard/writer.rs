@@ -25,6 +25,8 @@ use super::state::ShardState;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HybridClock};
 use crate::options::Durability;
+use crate::query::score::ScoreIndex;
+use crate::query::visibility::AppliedSeq;
 use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
 use crate::signal::{Signal, SignalRef};
 use crate::wal::vfs::Vfs;
@@ -46,6 +48,10 @@ pub(crate) struct ShardWriter {
     pub shard: u32,
     /// Write requests enqueued and not yet answered (shared with the submitting side).
     pub in_flight: Arc<AtomicUsize>,
+    /// The store-wide ranking, updated by every shard's batches.
+    pub index: Arc<RwLock<ScoreIndex>>,
+    /// This shard's applied seq, for `min_seq` waiters.
+    pub applied: Arc<AppliedSeq>,
     pub wal: WalWriter,
     pub state: Arc<RwLock<ShardState>>,
     pub clock: Arc<HybridClock>,
@@ -196,12 +202,22 @@ impl ShardWriter {
             }
             return;
         }
-        {
+        let contributions: Vec<(Arc<str>, f64)> = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            for (i, (hlc, signal)) in records.iter().enumerate() {
-                state.apply(base_seq + i as u64, *hlc, signal);
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, (hlc, s))| state.apply(base_seq + i as u64, *hlc, s))
+                .collect()
+        };
+        // Rankings and read-your-writes waiters learn of the batch before it is acknowledged.
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for (item, delta) in &contributions {
+                index.add(item, *delta);
             }
         }
+        self.applied.publish(self.wal.next_seq() - 1);
         for (plan, reply) in plans.into_iter().zip(replies) {
             let acks =
                 plan.map(|slots| slots.into_iter().map(|s| self.ack_of(s, base_seq, &records)).collect());

@@ -4,10 +4,14 @@
 //! Item state is merged across shards (each shard is its own CRDT replica, so the merge sums
 //! the shards); user and session state live in the user's shard.
 
+pub mod score;
+pub mod visibility;
+
 use serde::Serialize;
 
 use crate::crdt::CrdtSignalState;
 use crate::db::Db;
+use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::shard::state::HistoryEntry;
 
@@ -42,6 +46,38 @@ pub struct UserView {
     pub seq: u64,
 }
 
+/// Most items one top-k read returns.
+pub const TOP_K_MAX: usize = 10_000;
+
+/// One ranked item.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RankedItem {
+    pub item: String,
+    /// The weighted, time-decayed score at the read's time.
+    pub score: f64,
+}
+
+/// The best items by decayed score.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopK {
+    pub items: Vec<RankedItem>,
+    /// Wall-clock ms the scores were decayed to.
+    pub at_ms: u64,
+    /// Applied seq of each shard the ranking reflects at least.
+    pub seqs: Vec<u64>,
+}
+
+/// The signals of one session that the user's recent history still holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionHistory {
+    pub user: String,
+    pub session: String,
+    pub hwm: u64,
+    /// Oldest first; bounded by the user's history ring (`user_history_max`).
+    pub entries: Vec<HistoryEntry>,
+    pub seq: u64,
+}
+
 /// Counters of one shard.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardStats {
@@ -64,8 +100,8 @@ impl Db {
             seqs.push(state.applied_seq);
             if let Some(part) = state.items.get(item) {
                 match &mut merged {
-                    Some(m) => m.merge(part),
-                    None => merged = Some(part.clone()),
+                    Some(m) => m.merge(&part.state),
+                    None => merged = Some(part.state.clone()),
                 }
             }
         }
@@ -98,6 +134,52 @@ impl Db {
         let shard = self.inner.router.shard_for(user);
         let state = self.inner.shards[shard as usize].state.read().unwrap_or_else(|e| e.into_inner());
         state.session(user, session).map(|s| s.hwm)
+    }
+
+    /// The `k` best items by weighted, time-decayed score, skipping `offset` (paging).
+    /// Reads the ordered index: no scan of the items.
+    pub fn top_k(&self, k: usize, offset: usize) -> Result<TopK> {
+        if k > TOP_K_MAX {
+            return Err(Error::InvalidRequest(format!("k is {k}; at most {TOP_K_MAX}")));
+        }
+        // Seqs first: the index already reflects at least these batches.
+        let seqs = self.applied_seqs();
+        let at_ms = self.inner.clock.now().physical_ms();
+        let decay = self.inner.scoring.decay;
+        let top = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).top(k, offset);
+        let items = top
+            .into_iter()
+            .map(|(item, raw)| RankedItem { item: item.to_string(), score: decay.at(raw, at_ms) })
+            .collect();
+        Ok(TopK { items, at_ms, seqs })
+    }
+
+    /// An item's current score (weighted, time-decayed), if it has one.
+    pub fn score(&self, item: &str) -> Option<f64> {
+        let raw = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).score(item)?;
+        Some(self.inner.scoring.decay.at(raw, self.inner.clock.now().physical_ms()))
+    }
+
+    /// The session's signals still in the user's history ring, and its high-water mark.
+    pub fn session_history(&self, user: &str, session: &str) -> Option<SessionHistory> {
+        let shard = self.inner.router.shard_for(user);
+        let state = self.inner.shards[shard as usize].state.read().unwrap_or_else(|e| e.into_inner());
+        let found = state.users.get(user)?;
+        let hwm = found.session(session)?.hwm;
+        let entries =
+            found.history.iter().filter(|e| e.session.as_deref() == Some(session)).cloned().collect();
+        Some(SessionHistory {
+            user: user.to_owned(),
+            session: session.to_owned(),
+            hwm,
+            entries,
+            seq: state.applied_seq,
+        })
+    }
+
+    /// Items the user rejected and has not wanted since, sorted.
+    pub fn hard_negatives(&self, user: &str) -> Vec<String> {
+        self.user(user).map(|u| u.hard_negatives).unwrap_or_default()
     }
 
     /// Applied seq of every shard (index = shard).

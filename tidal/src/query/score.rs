@@ -1,0 +1,204 @@
+//! Ranking items by a weighted, time-decayed score, answered from an ordered index.
+//!
+//! Each shard keeps, per item and built-in kind, a decayed value sum
+//! `S_k = Σ value · 2^((t_i − t_ref) / half_life)` ([`DecayedSums`]), where `t_ref` is fixed
+//! when the store is created. An item's score is `Σ_k w_k · S_k` summed over shards. Decaying
+//! to any query time `t` multiplies every score by the same `2^((t_ref − t) / half_life)`, so
+//! the order never changes with time and no re-sorting is needed: [`ScoreIndex`] keeps items
+//! ordered by the undecayed score and is updated by each batch before it is acknowledged.
+//! Weights may change from one open to the next (the index is rebuilt from the sums);
+//! the half-life is fixed at creation. Custom kinds do not contribute to scores.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::signal::SignalKind;
+
+/// Built-in kinds that carry a decayed sum (impression .. label).
+pub const SCORED_KINDS: usize = 8;
+/// Default half-life of a signal's weight: one week.
+pub const HALF_LIFE_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Exponents are clamped here so sums stay finite (about 700 half-lives after creation).
+const EXPONENT_MAX: f64 = 700.0;
+
+/// Per-kind weights of the score. A signal contributes `weight(kind) · value`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Weights(pub [f64; SCORED_KINDS]);
+
+impl Default for Weights {
+    /// impression 0, click 1, like 3, dislike −3, skip −1, dwell 0.01 per second,
+    /// rating 0.3 per point, label 0.
+    fn default() -> Self {
+        Weights([0.0, 1.0, 3.0, -3.0, -1.0, 0.01, 0.3, 0.0])
+    }
+}
+
+impl Weights {
+    /// Weight of a kind; custom kinds weigh nothing.
+    pub fn of(&self, kind: &SignalKind) -> f64 {
+        slot(kind).map_or(0.0, |i| self.0[i])
+    }
+
+    /// Sets a built-in kind's weight; false for a custom kind.
+    pub fn set(&mut self, kind: &SignalKind, weight: f64) -> bool {
+        slot(kind).map(|i| self.0[i] = weight).is_some()
+    }
+}
+
+fn slot(kind: &SignalKind) -> Option<usize> {
+    usize::from(kind.code()).checked_sub(1).filter(|i| *i < SCORED_KINDS)
+}
+
+/// The decay clock of a store: reference time and half-life, fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decay {
+    pub t_ref_ms: u64,
+    pub half_life_ms: u64,
+}
+
+impl Decay {
+    /// `2^((t − t_ref) / half_life)`, clamped to stay finite.
+    pub fn growth(&self, t_ms: u64) -> f64 {
+        let exponent = (t_ms as f64 - self.t_ref_ms as f64) / self.half_life_ms.max(1) as f64;
+        exponent.clamp(-EXPONENT_MAX, EXPONENT_MAX).exp2()
+    }
+
+    /// Converts an undecayed score to its value at time `now_ms`.
+    pub fn at(&self, raw: f64, now_ms: u64) -> f64 {
+        raw / self.growth(now_ms)
+    }
+}
+
+/// An item's decayed value sums per built-in kind, in one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecayedSums(pub [f64; SCORED_KINDS]);
+
+impl DecayedSums {
+    /// Adds a signal; returns its contribution to the undecayed score under `weights`.
+    pub fn add(&mut self, kind: &SignalKind, value: f64, growth: f64, weights: &Weights) -> f64 {
+        match slot(kind) {
+            Some(i) => {
+                self.0[i] += value * growth;
+                weights.0[i] * value * growth
+            }
+            None => 0.0,
+        }
+    }
+
+    /// The undecayed score under `weights`.
+    pub fn score(&self, weights: &Weights) -> f64 {
+        self.0.iter().zip(weights.0).map(|(s, w)| s * w).sum()
+    }
+}
+
+/// A score in total order (NaN cannot occur, but would sort last rather than panic).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Key(f64);
+
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Every item's undecayed score, merged across shards, ordered for top-k.
+#[derive(Debug, Default)]
+pub struct ScoreIndex {
+    scores: hashbrown::HashMap<Arc<str>, f64>,
+    order: BTreeSet<(Key, Arc<str>)>,
+}
+
+impl ScoreIndex {
+    /// Adds `delta` to an item's score, keeping the order.
+    pub fn add(&mut self, item: &Arc<str>, delta: f64) {
+        if delta == 0.0 && self.scores.contains_key(item) {
+            return;
+        }
+        let old = match self.scores.get_key_value_mut(&**item) {
+            Some((key, score)) => {
+                let old = *score;
+                *score += delta;
+                self.order.remove(&(Key(old), key.clone()));
+                self.order.insert((Key(*score), key.clone()));
+                return;
+            }
+            None => 0.0,
+        };
+        self.scores.insert(item.clone(), old + delta);
+        self.order.insert((Key(old + delta), item.clone()));
+    }
+
+    /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
+    pub fn top(&self, k: usize, offset: usize) -> Vec<(Arc<str>, f64)> {
+        self.order.iter().rev().skip(offset).take(k).map(|(s, item)| (item.clone(), s.0)).collect()
+    }
+
+    pub fn score(&self, item: &str) -> Option<f64> {
+        self.scores.get(item).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_orders_and_updates() {
+        let mut idx = ScoreIndex::default();
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        idx.add(&a, 1.0);
+        idx.add(&b, 5.0);
+        idx.add(&c, 3.0);
+        idx.add(&a, 10.0);
+        let top: Vec<String> = idx.top(2, 0).into_iter().map(|(i, _)| i.to_string()).collect();
+        assert_eq!(top, ["a", "b"]);
+        assert_eq!(idx.top(5, 2).len(), 1);
+        idx.add(&a, -20.0);
+        assert_eq!(&*idx.top(1, 0)[0].0, "b");
+        assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
+        assert_eq!(idx.len(), 3);
+    }
+
+    #[test]
+    fn decay_halves_per_half_life_and_keeps_order() {
+        let decay = Decay { t_ref_ms: 1_000, half_life_ms: 100 };
+        assert_eq!(decay.growth(1_100), 2.0);
+        assert_eq!(decay.growth(900), 0.5);
+        // A signal now is worth twice one a half-life ago, whenever we look.
+        let (old, new) = (decay.growth(1_000), decay.growth(1_100));
+        for now in [1_100, 5_000, 90_000] {
+            assert!((decay.at(new, now) / decay.at(old, now) - 2.0).abs() < 1e-9);
+        }
+        assert!(decay.growth(u64::MAX).is_finite());
+    }
+
+    #[test]
+    fn weights_apply_per_kind_and_ignore_custom() {
+        let w = Weights::default();
+        let mut sums = DecayedSums::default();
+        assert_eq!(sums.add(&SignalKind::Like, 1.0, 1.0, &w), 3.0);
+        assert_eq!(sums.add(&SignalKind::Dwell, 100.0, 1.0, &w), 1.0);
+        assert_eq!(sums.add(&SignalKind::Custom("x".into()), 5.0, 1.0, &w), 0.0);
+        assert_eq!(sums.score(&w), 4.0);
+        let mut other = Weights::default();
+        other.set(&SignalKind::Like, 0.0);
+        assert_eq!(sums.score(&other), 1.0, "re-weighting needs no replay");
+    }
+}
