@@ -2,7 +2,8 @@
 //! routes writes to the shards' writer threads, and answers point reads.
 //!
 //! Data directory layout: `MANIFEST.json`, `LOCK`, `wal/` (segments of every shard,
-//! shard-aware names) and `snapshots/`.
+//! shard-aware names), `snapshots/`, and `archive/` (segments snapshots cover, kept for
+//! export; see [`crate::history`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,17 +16,19 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::history::{ARCHIVE_DIR, WAL_DIR};
 use crate::hlc::HybridClock;
 use crate::manifest::{self, Manifest};
+use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::query::score::{Decay, ScoreIndex, Weights};
 use crate::query::visibility::AppliedSeq;
-use crate::session::Ack;
+use crate::session::{Ack, SeqCheck, check_seq};
 use crate::shard::router::ShardRouter;
 use crate::shard::state::Scoring;
 use crate::shard::writer::{Command, ShardWriter};
 use crate::shard::{OpenedShard, ShardPaths, ShardRecovery, SharedState, open_shard};
-use crate::signal::{BATCH_SIGNALS_MAX, Signal};
+use crate::signal::{BATCH_SIGNALS_MAX, REQUEST_BYTES_MAX, Signal};
 use crate::wal::WalError;
 use crate::wal::vfs::Vfs;
 use crate::wal::writer::WalWriter;
@@ -67,6 +70,7 @@ pub(crate) struct DbInner {
     pub recovery: RecoveryReport,
     pub index: Arc<RwLock<ScoreIndex>>,
     pub scoring: Scoring,
+    pub metrics: Arc<Metrics>,
     _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -87,11 +91,11 @@ pub struct PendingWrite {
 type AckReceiver = oneshot::Receiver<Result<Vec<Ack>>>;
 
 impl PendingWrite {
-    /// Blocks until every shard acknowledged. Must not be called inside an async runtime.
+    /// Blocks until every shard acknowledged (inside an async runtime, use `wait_async`).
     pub fn wait(self) -> Result<Vec<Ack>> {
         let mut acks = vec![None; self.len];
         for (indices, rx) in self.parts {
-            let part = rx.blocking_recv().map_err(|_| Error::Closed)??;
+            let part = block_on(rx).map_err(|_| Error::Closed)??;
             place(&mut acks, &indices, part);
         }
         Ok(acks.into_iter().flatten().collect())
@@ -108,6 +112,27 @@ impl PendingWrite {
     }
 }
 
+/// Polls a future to completion on this thread, parking between wake-ups. Unlike tokio's
+/// `blocking_recv` it does not panic inside an async runtime (it blocks that worker thread,
+/// so async callers should prefer [`PendingWrite::wait_async`]).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
 fn place(acks: &mut [Option<Ack>], indices: &[usize], part: Vec<Ack>) {
     for (i, ack) in indices.iter().zip(part) {
         acks[*i] = Some(ack);
@@ -120,12 +145,16 @@ impl Db {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let vfs = options.vfs.clone();
-        let paths = ShardPaths { wal_dir: dir.join("wal"), snapshot_dir: dir.join("snapshots") };
-        for d in [&dir, &paths.wal_dir, &paths.snapshot_dir] {
+        let paths = ShardPaths {
+            wal_dir: dir.join(WAL_DIR),
+            snapshot_dir: dir.join("snapshots"),
+            archive_dir: dir.join(ARCHIVE_DIR),
+        };
+        for d in [&dir, &paths.wal_dir, &paths.snapshot_dir, &paths.archive_dir] {
             vfs.create_dir_all(d).map_err(|e| WalError::io("create directory", d, e))?;
         }
         let lock = vfs.lock_dir(&dir).map_err(|e| WalError::io("lock data directory", &dir, e))?;
-        let clock = Arc::new(HybridClock::new(options.clock.clone(), options.max_clock_skew_ms));
+        let clock = Arc::new(HybridClock::new(options.clock.clone(), options.clock_skew_max_ms));
         let manifest = manifest::load_or_create(&*vfs, &dir, &options, clock.now().physical_ms())?;
         let started = Instant::now();
         let scoring = Scoring {
@@ -134,6 +163,7 @@ impl Db {
         };
         let opened = recover_all(&options, &paths, manifest.shards, scoring, &clock)?;
         let index = Arc::new(RwLock::new(build_index(&opened, &scoring.weights)));
+        let metrics = Arc::new(Metrics::default());
         quarantine_damaged_snapshots(&*vfs, &paths.snapshot_dir, &opened)?;
         let recovery = RecoveryReport {
             shards: opened.iter().map(|o| o.recovery.clone()).collect(),
@@ -147,11 +177,22 @@ impl Db {
         );
         let mut shards = Vec::with_capacity(opened.len());
         for opened in opened {
-            shards.push(start_writer(&options, &paths, opened, &clock, &index)?);
+            shards.push(start_writer(&options, &paths, opened, &clock, (&index, &metrics))?);
         }
         let router = ShardRouter::new(manifest.shards);
-        let inner =
-            DbInner { dir, options, manifest, router, shards, clock, recovery, index, scoring, _lock: lock };
+        let inner = DbInner {
+            dir,
+            options,
+            manifest,
+            router,
+            shards,
+            clock,
+            recovery,
+            index,
+            scoring,
+            metrics,
+            _lock: lock,
+        };
         Ok(Db { inner: Arc::new(inner) })
     }
 
@@ -179,12 +220,17 @@ impl Db {
         if signals.len() > BATCH_SIGNALS_MAX {
             return Err(Error::BatchTooLarge { len: signals.len(), max: BATCH_SIGNALS_MAX });
         }
+        let mut bytes = 0;
         for (index, signal) in signals.iter().enumerate() {
             signal.validate(&inner.options.custom_kinds).map_err(|f| Error::InvalidSignal {
                 index,
                 field: f.field,
                 reason: f.reason,
             })?;
+            bytes += signal.encoded_len_estimate();
+        }
+        if bytes > REQUEST_BYTES_MAX {
+            return Err(Error::BatchBytesTooLarge { bytes, max: REQUEST_BYTES_MAX });
         }
         let len = signals.len();
         let mut by_shard: Vec<(Vec<usize>, Vec<Signal>)> =
@@ -225,11 +271,11 @@ impl Db {
             shard.tx.send(Command::Snapshot { reply }).map_err(|_| Error::Closed)?;
             pending.push(rx);
         }
-        pending.into_iter().map(|rx| rx.blocking_recv().map_err(|_| Error::Closed)?).collect()
+        pending.into_iter().map(|rx| block_on(rx).map_err(|_| Error::Closed)?).collect()
     }
 
-    /// Stops the writers after they finish queued writes and fsync. Other clones of this
-    /// `Db` get [`Error::Closed`] afterwards.
+    /// Stops the writers after they finish queued writes; unless durability is `None`, the
+    /// WAL is fsynced first. Other clones of this `Db` get [`Error::Closed`] afterwards.
     pub fn close(self) -> Result<()> {
         self.inner.shutdown()
     }
@@ -241,6 +287,20 @@ impl Db {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Write-path counters and the fsync latency histogram.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The file system the store runs on.
+    pub fn vfs(&self) -> &dyn Vfs {
+        &*self.inner.options.vfs
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -265,7 +325,7 @@ impl DbInner {
             };
             let (reply, rx) = oneshot::channel();
             if shard.tx.send(Command::Shutdown { reply }).is_ok()
-                && let Ok(Err(e)) = rx.blocking_recv()
+                && let Ok(Err(e)) = block_on(rx)
             {
                 first_error.get_or_insert(e);
             }
@@ -317,7 +377,7 @@ fn start_writer(
     paths: &ShardPaths,
     opened: OpenedShard,
     clock: &Arc<HybridClock>,
-    index: &Arc<RwLock<ScoreIndex>>,
+    (index, metrics): (&Arc<RwLock<ScoreIndex>>, &Arc<Metrics>),
 ) -> Result<ShardHandle> {
     let OpenedShard { state, scan, recovery } = opened;
     let shard = recovery.shard;
@@ -338,6 +398,7 @@ fn start_writer(
         in_flight: in_flight.clone(),
         index: index.clone(),
         applied: applied.clone(),
+        metrics: metrics.clone(),
         shard,
         wal,
         state: state.clone(),
@@ -345,6 +406,7 @@ fn start_writer(
         vfs: options.vfs.clone(),
         wal_dir: paths.wal_dir.clone(),
         snapshot_dir: paths.snapshot_dir.clone(),
+        archive_dir: options.wal_archive.then(|| paths.archive_dir.clone()),
         durability: options.durability,
         group_signals_max: options.group_signals_max,
         snapshot_every_signals: options.snapshot_every_signals,
@@ -378,7 +440,9 @@ fn quarantine_damaged_snapshots(vfs: &dyn Vfs, dir: &Path, opened: &[OpenedShard
     Ok(())
 }
 
-/// Rejects a shard's part of a batch whose session SeqNos skip ahead of the stored HWMs.
+/// Rejects a shard's part of a batch whose session SeqNos skip ahead of the stored HWMs or
+/// retry one so old that its ack is gone: either would be refused by the shard, and refusing
+/// here keeps the whole batch unwritten. Only called when the shard has nothing in flight.
 fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
     let state = state.read().unwrap_or_else(|e| e.into_inner());
     let mut seen: Vec<(&str, &str, u64)> = Vec::new();
@@ -386,19 +450,33 @@ fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
         let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
             continue;
         };
-        let hwm = match seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session) {
-            Some((_, _, hwm)) => *hwm,
-            None => state.session(&s.user, session).map_or(0, |st| st.hwm),
+        let check = match seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session) {
+            // Earlier signals of this batch: a repeat is an in-batch duplicate, which is fine.
+            Some((_, _, hwm)) if n <= *hwm => SeqCheck::Apply,
+            Some((_, _, hwm)) => check_seq(*hwm, &[], n),
+            None => state.session_check(&s.user, session, n),
         };
-        if n > hwm + 1 {
-            return Err(Error::SessionGap {
-                user: s.user.clone(),
-                session: session.to_owned(),
-                expected: hwm + 1,
-                got: n,
-            });
-        }
-        seen.push((&s.user, session, hwm.max(n)));
+        let hwm = match check {
+            SeqCheck::Gap { expected } => {
+                return Err(Error::SessionGap {
+                    user: s.user.clone(),
+                    session: session.to_owned(),
+                    expected,
+                    got: n,
+                });
+            }
+            SeqCheck::StaleDuplicate { hwm } => {
+                return Err(Error::StaleDuplicate {
+                    user: s.user.clone(),
+                    session: session.to_owned(),
+                    got: n,
+                    hwm,
+                });
+            }
+            SeqCheck::Apply | SeqCheck::Duplicate(_) => n,
+        };
+        let known = seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session).map_or(0, |e| e.2);
+        seen.push((&s.user, session, hwm.max(known)));
     }
     Ok(())
 }

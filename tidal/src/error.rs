@@ -25,6 +25,9 @@ pub enum Error {
     /// A batch larger than the configured limit.
     #[error("batch of {len} signals exceeds the limit of {max}")]
     BatchTooLarge { len: usize, max: usize },
+    /// A batch whose encoded size exceeds the limit.
+    #[error("batch of about {bytes} bytes exceeds the limit of {max} bytes")]
+    BatchBytesTooLarge { bytes: usize, max: usize },
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error(transparent)]
@@ -77,6 +80,7 @@ impl Error {
         match self {
             Error::InvalidSignal { .. }
             | Error::BatchTooLarge { .. }
+            | Error::BatchBytesTooLarge { .. }
             | Error::InvalidOptions(_)
             | Error::InvalidRequest(_) => ErrorKind::InvalidInput,
             Error::Clock(_) => ErrorKind::InvalidInput,

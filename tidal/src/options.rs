@@ -68,7 +68,7 @@ pub struct Options {
     pub idempotency_keys_max: usize,
     /// Names of the custom signal kinds this store accepts.
     pub custom_kinds: Vec<String>,
-    pub max_clock_skew_ms: u64,
+    pub clock_skew_max_ms: u64,
     pub user_history_max: usize,
     pub user_sessions_max: usize,
     pub group_signals_max: usize,
@@ -76,6 +76,9 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     pub vfs: Arc<dyn Vfs>,
     pub progress: Option<ProgressFn>,
+    /// Move WAL segments that snapshots cover to `archive/` instead of deleting them, so
+    /// the whole history stays available for export (default on).
+    pub wal_archive: bool,
     /// Half-life of a signal's weight in rankings, for a new store (fixed at creation).
     pub score_half_life_ms: Option<u64>,
     /// Per-kind weights of the ranking score; may change from one open to the next.
@@ -93,7 +96,7 @@ impl Default for Options {
             idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
             idempotency_keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT,
             custom_kinds: Vec::new(),
-            max_clock_skew_ms: MAX_SKEW_MS_DEFAULT,
+            clock_skew_max_ms: MAX_SKEW_MS_DEFAULT,
             user_history_max: USER_HISTORY_MAX_DEFAULT,
             user_sessions_max: USER_SESSIONS_MAX_DEFAULT,
             group_signals_max: GROUP_SIGNALS_MAX_DEFAULT,
@@ -101,6 +104,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             vfs: Arc::new(StdVfs),
             progress: None,
+            wal_archive: true,
             score_half_life_ms: None,
             score_weights: Weights::default(),
         }

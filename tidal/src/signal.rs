@@ -29,6 +29,9 @@ pub const VALUE_ABS_MAX: f64 = 1e9;
 pub const RATING_MAX: f64 = 10.0;
 /// Most signals in one `write_batch` call.
 pub const BATCH_SIGNALS_MAX: usize = 100_000;
+/// Most bytes (estimated, as encoded) one write request may carry; keeps every group
+/// commit far below the WAL's batch payload limit.
+pub const REQUEST_BYTES_MAX: usize = 32 << 20;
 /// Attribute that names the label of a `label` signal.
 pub const LABEL_ATTR: &str = "label";
 
@@ -251,6 +254,20 @@ impl Signal {
             check_text(&format!("attrs.{key}"), value, ATTR_VALUE_BYTES_MAX, false)?;
         }
         Ok(())
+    }
+
+    /// An upper bound of this signal's encoded size in the WAL, in bytes.
+    pub fn encoded_len_estimate(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 5);
+        let attrs: usize = self.attrs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+        64 + self.user.len()
+            + self.item.len()
+            + self.kind.as_str().len()
+            + text(&self.session)
+            + text(&self.context)
+            + text(&self.source)
+            + text(&self.idempotency_key)
+            + attrs
     }
 
     /// The borrowed view of this signal.

@@ -335,10 +335,24 @@ fn damaged_snapshots_fall_back_to_older_one_then_full_wal() {
 }
 
 #[test]
+fn damaged_snapshots_fall_back_to_the_wal_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acked, snaps) = store_with_snapshots(dir.path(), &[0..240, 240..480, 480..720, 720..780]);
+    assert!(!dir.path().join("wal").join(segment_file_name(0, 1)).exists(), "retention retired it");
+    assert!(dir.path().join("archive").join(segment_file_name(0, 1)).exists(), "to the archive");
+    let (older, newer) = (snapshot_path(dir.path(), snaps[1]), snapshot_path(dir.path(), snaps[2]));
+    damage(&newer);
+    damage(&older);
+    open_and_check(dir.path(), &acked, None, &[newer, older]);
+}
+
+#[test]
 fn damaged_snapshots_without_the_early_wal_refuse_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let (acked, snaps) = store_with_snapshots(dir.path(), &[0..240, 240..480, 480..720, 720..780]);
     assert!(!dir.path().join("wal").join(segment_file_name(0, 1)).exists(), "retention removed it");
+    // As if archiving had been off: the early history is gone for good.
+    std::fs::remove_dir_all(dir.path().join("archive")).unwrap();
     assert!(!snapshot_path(dir.path(), snaps[0]).exists(), "retention keeps two snapshots");
     let (older, newer) = (snapshot_path(dir.path(), snaps[1]), snapshot_path(dir.path(), snaps[2]));
 

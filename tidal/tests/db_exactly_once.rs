@@ -197,3 +197,68 @@ fn pipelined_batches_of_one_session_are_not_mistaken_for_gaps() {
     assert!(matches!(refused, Err(Error::SessionGap { expected: 602, got: 700, .. })), "{refused:?}");
     assert!(db.item("gap").is_none());
 }
+
+#[test]
+fn an_oversized_batch_is_refused_whole_and_the_shard_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let big: Vec<Signal> = (0..4_000)
+        .map(|n| {
+            let mut s = like("u", &format!("big{n}"));
+            for a in 0..tidal::signal::ATTRS_MAX {
+                s.attrs.insert(format!("a{a}"), "x".repeat(tidal::signal::ATTR_VALUE_BYTES_MAX));
+            }
+            s
+        })
+        .collect();
+    assert!(matches!(db.write_batch(big), Err(Error::BatchBytesTooLarge { .. })));
+    assert!(db.item("big0").is_none());
+    db.write(like("u", "small")).expect("the shard still takes writes");
+}
+
+#[test]
+fn a_stale_retry_rejects_the_whole_cross_shard_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    for n in 1..=20 {
+        db.write(sequenced("u", "s", n, &format!("x{n}"))).unwrap();
+    }
+    // Seq 1 is older than the acks kept: the shard would refuse it; nothing else may land.
+    let others: Vec<Signal> = (0..8).map(|n| like(&format!("other{n}"), "bystander")).collect();
+    let mut batch = others.clone();
+    batch.push(sequenced("u", "s", 1, "x1"));
+    assert!(matches!(db.write_batch(batch), Err(Error::StaleDuplicate { got: 1, hwm: 20, .. })));
+    assert!(db.item("bystander").is_none(), "no part of the batch was written");
+    assert_eq!(db.item("x1").unwrap().state.count(&SignalKind::Click), 1);
+}
+
+#[test]
+fn a_retry_into_an_evicted_session_is_not_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { shards: Some(1), user_sessions_max: 2, ..Options::default() };
+    let db = Db::open(dir.path(), options.clone()).unwrap();
+    db.write(sequenced("u", "old", 1, "first")).unwrap();
+    db.write(sequenced("u", "s2", 1, "a")).unwrap();
+    db.write(sequenced("u", "s3", 1, "b")).unwrap();
+    assert_eq!(db.session_hwm("u", "old"), None, "evicted by the bound");
+    assert!(matches!(db.write(sequenced("u", "old", 1, "first")), Err(Error::StaleDuplicate { .. })));
+    db.close().unwrap();
+    let db = Db::open(dir.path(), options).unwrap();
+    assert!(matches!(db.write(sequenced("u", "old", 1, "first")), Err(Error::StaleDuplicate { .. })));
+    assert_eq!(db.item("first").unwrap().state.count(&SignalKind::Click), 1);
+    db.write(sequenced("u", "old", 2, "second")).expect("the session continues");
+}
+
+#[test]
+fn a_store_used_and_dropped_inside_an_async_runtime_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let db = open(dir.path());
+        let pending = db.submit(vec![like("u", "async")]).unwrap();
+        assert!(!pending.wait_async().await.unwrap()[0].duplicate);
+        db.snapshot().unwrap();
+        drop(db);
+    });
+    assert_eq!(open(dir.path()).item("async").unwrap().state.count(&SignalKind::Like), 1);
+}

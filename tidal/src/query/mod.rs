@@ -16,12 +16,57 @@ use crate::hlc::Hlc;
 use crate::shard::state::HistoryEntry;
 
 /// An item's aggregate over every shard.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ItemView {
     pub item: String,
+    /// The merged CRDT state (per-replica counters; see [`ItemView::summary`]).
     pub state: CrdtSignalState,
     /// Applied seq of each shard when it was read (index = shard).
     pub seqs: Vec<u64>,
+}
+
+/// Per-kind totals of an item.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindTotals {
+    pub count: i64,
+    pub value_sum: f64,
+}
+
+/// What an item's state means, without per-replica detail: what JSON readers get.
+#[derive(Clone, Debug, Serialize)]
+pub struct ItemSummary {
+    pub item: String,
+    pub kinds: std::collections::BTreeMap<String, KindTotals>,
+    pub last_rating: Option<f64>,
+    /// `(label, confirmed)` of the last label signal.
+    pub last_label: Option<(String, bool)>,
+    pub first_hlc: Hlc,
+    pub last_hlc: Hlc,
+    pub seqs: Vec<u64>,
+}
+
+impl ItemView {
+    pub fn summary(&self) -> ItemSummary {
+        ItemSummary {
+            item: self.item.clone(),
+            kinds: self
+                .state
+                .kinds()
+                .map(|(k, count, value_sum)| (k.to_string(), KindTotals { count, value_sum }))
+                .collect(),
+            last_rating: self.state.last_rating(),
+            last_label: self.state.last_label().map(|(l, ok)| (l.to_owned(), ok)),
+            first_hlc: self.state.first_hlc(),
+            last_hlc: self.state.last_hlc(),
+            seqs: self.seqs.clone(),
+        }
+    }
+}
+
+impl Serialize for ItemView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.summary().serialize(serializer)
+    }
 }
 
 /// A session of a user as the store knows it.

@@ -72,6 +72,7 @@ pub(crate) struct OpenedShard {
 pub(crate) struct ShardPaths {
     pub wal_dir: PathBuf,
     pub snapshot_dir: PathBuf,
+    pub archive_dir: PathBuf,
 }
 
 pub(crate) fn limits_of(options: &Options) -> StateLimits {
@@ -114,8 +115,13 @@ pub(crate) fn open_shard(
     }
     let mut state = ShardState::new(options.node_id, shard, limits);
     state.scoring = scoring;
+    // No usable snapshot: the archive (segments snapshots covered) still holds the history.
+    let from_archive = replay_archive(vfs, &paths.archive_dir, &mut state, clock)?;
+    if from_archive > 0 {
+        tracing::warn!(shard, records = from_archive, "no usable snapshot; replayed the WAL archive");
+    }
     let tried: Vec<String> = skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
-    replay(options, paths, state, None, skipped, clock, started).map_err(|e| match e {
+    let mut opened = replay(options, paths, state, None, skipped, clock, started).map_err(|e| match e {
         Error::Wal(crate::wal::WalError::Missing { first_available, .. }) if !tried.is_empty() => {
             Error::Snapshot(format!(
                 "shard {shard}: no usable snapshot ({}) and the WAL starts at seq {first_available}; \
@@ -124,7 +130,33 @@ pub(crate) fn open_shard(
             ))
         }
         other => other,
-    })
+    })?;
+    opened.recovery.records_replayed += from_archive;
+    Ok(opened)
+}
+
+/// Applies the archived segments of the state's shard if they start at seq 1 (the whole
+/// early history); returns the records applied. Read-only.
+fn replay_archive(
+    vfs: &dyn Vfs,
+    archive: &std::path::Path,
+    state: &mut ShardState,
+    clock: &HybridClock,
+) -> Result<u64> {
+    let shard = state.shard;
+    let listed =
+        if vfs.list_dir(archive).is_ok() { reader::list_segments(vfs, archive)? } else { Vec::new() };
+    if listed.iter().find(|s| s.shard == shard).is_none_or(|s| s.first_seq != 1) {
+        return Ok(0);
+    }
+    let mut applied = 0;
+    reader::scan_shard_records::<Error>(vfs, archive, shard, 1, Repair::ReadOnly, |seq, hlc, signal| {
+        state.apply(seq, hlc, &signal);
+        clock.observe_trusted(hlc);
+        applied += 1;
+        Ok(())
+    })?;
+    Ok(applied)
 }
 
 fn replay(
@@ -159,15 +191,6 @@ fn replay(
             Ok(())
         },
     )?;
-    // A snapshot never covers records the WAL lost (snapshots fsync the WAL first), so a
-    // WAL that ends before the state does means files were removed or damaged by hand.
-    if scan.next_seq < from_seq && scan.next_seq > 1 {
-        return Err(Error::InvalidState(format!(
-            "shard {shard}: WAL ends at seq {} but the snapshot covers up to {}",
-            scan.next_seq - 1,
-            state.applied_seq
-        )));
-    }
     let recovery = ShardRecovery {
         shard,
         snapshot_seq,

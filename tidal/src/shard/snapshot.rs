@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic  b"TDLSNAP1"
-//!      8    2 version u16 (=1)
+//!      8    2 version u16 (=2)
 //!     10    2 reserved (0)
 //!     12    4 shard u32
 //!     16    8 seq u64          (last record the snapshot covers)
@@ -33,7 +33,8 @@ use crate::wal::vfs::Vfs;
 /// Snapshots kept per shard.
 pub const SNAPSHOTS_KEPT: usize = 2;
 const MAGIC: &[u8; 8] = b"TDLSNAP1";
-const VERSION: u16 = 1;
+/// 2: items carry decayed ranking sums; users remember evicted sessions.
+const VERSION: u16 = 2;
 const HEADER_BYTES: usize = 40;
 
 #[derive(Serialize)]
@@ -180,7 +181,9 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, state: &ShardState) -> Result<PathBuf, W
     Ok(path)
 }
 
-/// Removes snapshots beyond the newest [`SNAPSHOTS_KEPT`]; returns the oldest kept seq.
+/// Removes snapshots beyond the newest [`SNAPSHOTS_KEPT`]. Returns the oldest kept seq once
+/// [`SNAPSHOTS_KEPT`] snapshots exist (the WAL below it may then be retired), else `None`:
+/// with a single snapshot the WAL stays whole, so a damaged snapshot has a fallback.
 pub fn prune(vfs: &dyn Vfs, dir: &Path, shard: u32) -> Result<Option<u64>, WalError> {
     let all = list(vfs, dir, shard)?;
     for (_, path) in all.iter().skip(SNAPSHOTS_KEPT) {
@@ -189,7 +192,7 @@ pub fn prune(vfs: &dyn Vfs, dir: &Path, shard: u32) -> Result<Option<u64>, WalEr
     if all.len() > SNAPSHOTS_KEPT {
         vfs.sync_dir(dir).map_err(|e| WalError::io("fsync snapshot directory", dir, e))?;
     }
-    Ok(all.get(..all.len().min(SNAPSHOTS_KEPT)).and_then(|kept| kept.last()).map(|(seq, _)| *seq))
+    Ok(all.get(SNAPSHOTS_KEPT - 1).map(|(seq, _)| *seq))
 }
 
 #[cfg(test)]

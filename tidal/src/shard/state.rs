@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
 use crate::hlc::Hlc;
 use crate::query::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
-use crate::session::{Ack, IdempotencyStore, SessionState};
+use crate::session::{Ack, IdempotencyStore, SeqCheck, SessionState, check_seq};
+use crate::shard::router::stable_hash;
 use crate::signal::{SignalKind, SignalRef};
 
 /// The hash map of shard state: hashbrown for `get_key_value_mut` (one probe per item on
@@ -74,6 +75,10 @@ pub struct UserState {
     pub history: VecDeque<HistoryEntry>,
     /// Sessions, least recently active first.
     pub sessions: Vec<SessionState>,
+    /// `(hash of session id, hwm)` of sessions evicted by the per-user bound, newest last,
+    /// so a late retry into one is refused as stale instead of applied twice.
+    #[serde(default)]
+    pub evicted_sessions: VecDeque<(u64, u64)>,
 }
 
 impl UserState {
@@ -155,7 +160,20 @@ impl ShardState {
             user.hard_negatives.remove(&item);
         }
         let session = signal.session.map(|session| {
-            record_session(&mut user.sessions, session, signal.session_seq, ack, limits.user_sessions_max)
+            let (id, evicted) = record_session(
+                &mut user.sessions,
+                session,
+                signal.session_seq,
+                ack,
+                limits.user_sessions_max,
+            );
+            if let Some(evicted) = evicted {
+                if user.evicted_sessions.len() == EVICTED_SESSIONS_KEPT {
+                    user.evicted_sessions.pop_front();
+                }
+                user.evicted_sessions.push_back((stable_hash(evicted.session.as_bytes()), evicted.hwm));
+            }
+            id
         });
         if user.history.len() >= limits.user_history_max {
             user.history.pop_front();
@@ -171,6 +189,25 @@ impl ShardState {
         }
     }
 
+    /// What the SeqNo rule says about `session_seq` in this session, counting sessions that
+    /// were evicted by the per-user bound.
+    pub fn session_check(&self, user: &str, session: &str, session_seq: u64) -> SeqCheck {
+        let Some(found) = self.users.get(user) else {
+            return check_seq(0, &[], session_seq);
+        };
+        if let Some(live) = found.session(session) {
+            return live.check(session_seq);
+        }
+        check_seq(self.evicted_hwm(user, session), &[], session_seq)
+    }
+
+    /// The hwm an evicted session had when the per-user bound dropped it (0 if none).
+    pub fn evicted_hwm(&self, user: &str, session: &str) -> u64 {
+        let hash = stable_hash(session.as_bytes());
+        let evicted = self.users.get(user).map(|u| u.evicted_sessions.iter().rev().find(|(h, _)| *h == hash));
+        evicted.flatten().map_or(0, |e| e.1)
+    }
+
     /// The session's state, if the shard knows it.
     pub fn session(&self, user: &str, session: &str) -> Option<&SessionState> {
         self.users.get(user)?.session(session)
@@ -182,15 +219,19 @@ impl ShardState {
     }
 }
 
+/// Evicted sessions remembered per user (16 bytes each).
+pub const EVICTED_SESSIONS_KEPT: usize = 256;
+
 /// Updates (or creates) a session and keeps the list ordered by recency, bounded. Returns
-/// the session's shared id.
+/// the session's shared id and the session the bound evicted, if any.
 fn record_session(
     sessions: &mut Vec<SessionState>,
     session: &str,
     seq: Option<u64>,
     ack: Ack,
     max: usize,
-) -> Arc<str> {
+) -> (Arc<str>, Option<SessionState>) {
+    let mut evicted = None;
     match sessions.iter().position(|s| &*s.session == session) {
         // Already the most recent: the common case of a session's consecutive signals.
         Some(i) if i + 1 == sessions.len() => sessions[i].record(seq, ack),
@@ -204,11 +245,11 @@ fn record_session(
             state.record(seq, ack);
             sessions.push(state);
             if sessions.len() > max {
-                sessions.remove(0);
+                evicted = Some(sessions.remove(0));
             }
         }
     }
-    sessions.last().map_or_else(|| session.into(), |s| s.session.clone())
+    (sessions.last().map_or_else(|| session.into(), |s| s.session.clone()), evicted)
 }
 
 #[cfg(test)]

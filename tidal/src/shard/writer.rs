@@ -23,7 +23,9 @@ use tokio::sync::oneshot;
 use super::snapshot;
 use super::state::ShardState;
 use crate::error::{Error, Result};
+use crate::history;
 use crate::hlc::{Hlc, HybridClock};
+use crate::metrics::Metrics;
 use crate::options::Durability;
 use crate::query::score::ScoreIndex;
 use crate::query::visibility::AppliedSeq;
@@ -52,12 +54,15 @@ pub(crate) struct ShardWriter {
     pub index: Arc<RwLock<ScoreIndex>>,
     /// This shard's applied seq, for `min_seq` waiters.
     pub applied: Arc<AppliedSeq>,
+    pub metrics: Arc<Metrics>,
     pub wal: WalWriter,
     pub state: Arc<RwLock<ShardState>>,
     pub clock: Arc<HybridClock>,
     pub vfs: Arc<dyn Vfs>,
     pub wal_dir: PathBuf,
     pub snapshot_dir: PathBuf,
+    /// Where covered segments go; `None` deletes them instead.
+    pub archive_dir: Option<PathBuf>,
     pub durability: Durability,
     pub group_signals_max: usize,
     pub snapshot_every_signals: u64,
@@ -160,12 +165,8 @@ impl ShardWriter {
     }
 
     fn sync_now(&mut self) {
-        match self.wal.sync() {
-            Ok(()) => {
-                self.unsynced = false;
-                self.last_sync = Instant::now();
-            }
-            Err(e) => self.fail(&e),
+        if let Err(e) = self.timed_sync() {
+            self.fail(&e);
         }
     }
 
@@ -218,6 +219,8 @@ impl ShardWriter {
             }
         }
         self.applied.publish(self.wal.next_seq() - 1);
+        let duplicates = plans.iter().flatten().flatten().filter(|s| matches!(s, Slot::Duplicate(_))).count();
+        self.metrics.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         for (plan, reply) in plans.into_iter().zip(replies) {
             let acks =
                 plan.map(|slots| slots.into_iter().map(|s| self.ack_of(s, base_seq, &records)).collect());
@@ -235,21 +238,30 @@ impl ShardWriter {
     fn append_and_sync(&mut self, base_seq: u64, records: &[(Hlc, SignalRef<'_>)]) -> Result<(), WalError> {
         let info = self.wal.append(records)?;
         debug_assert_eq!(info.first_seq, base_seq);
-        match self.durability {
-            Durability::Fsync => {
-                self.wal.sync()?;
-                self.last_sync = Instant::now();
-            }
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
+        self.metrics.signals_written.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let due = match self.durability {
+            Durability::Fsync => true,
             Durability::Interval(every) => {
                 self.unsynced = true;
-                if self.last_sync.elapsed() >= every {
-                    self.wal.sync()?;
-                    self.unsynced = false;
-                    self.last_sync = Instant::now();
-                }
+                self.last_sync.elapsed() >= every
             }
-            Durability::None => {}
+            Durability::None => false,
+        };
+        if due {
+            self.timed_sync()?;
         }
+        Ok(())
+    }
+
+    /// fsyncs the WAL, recording the latency.
+    fn timed_sync(&mut self) -> Result<(), WalError> {
+        let started = Instant::now();
+        self.wal.sync()?;
+        self.metrics.fsync.observe(started.elapsed());
+        self.unsynced = false;
+        self.last_sync = Instant::now();
         Ok(())
     }
 
@@ -317,10 +329,7 @@ impl ShardWriter {
         let key = IdempotencyStore::scoped_key(&s.user, session);
         let check = match local.sessions.get(&key).or_else(|| group.sessions.get(&key)) {
             Some((hwm, acks)) => check_seq(*hwm, acks, n),
-            None => match state.session(&s.user, session) {
-                Some(st) => st.check(n),
-                None => check_seq(0, &[], n),
-            },
+            None => state.session_check(&s.user, session, n),
         };
         match check {
             SeqCheck::Apply => Ok(None),
@@ -361,11 +370,20 @@ impl ShardWriter {
         };
         self.last_snapshot_seq = bytes_seq;
         if let Some(oldest) = snapshot::prune(&*self.vfs, &self.snapshot_dir, self.shard)? {
-            let removed = reader::remove_segments_before(&*self.vfs, &self.wal_dir, self.shard, oldest + 1)?;
+            let retired = match &self.archive_dir {
+                Some(archive) => history::archive_segments_before(
+                    &*self.vfs,
+                    &self.wal_dir,
+                    archive,
+                    self.shard,
+                    oldest + 1,
+                )?,
+                None => reader::remove_segments_before(&*self.vfs, &self.wal_dir, self.shard, oldest + 1)?,
+            };
             tracing::debug!(
                 shard = self.shard,
-                removed = removed.len(),
-                "WAL segments covered by snapshots removed"
+                segments = retired.len(),
+                "WAL segments covered by snapshots retired"
             );
         }
         tracing::info!(shard = self.shard, seq = bytes_seq, path = %path.display(), "snapshot written");
@@ -384,9 +402,10 @@ fn note(local: &mut Overlay, state: &ShardState, group: &Overlay, s: &Signal, ac
     let key = IdempotencyStore::scoped_key(&s.user, session);
     let entry = local.sessions.entry(key.clone()).or_insert_with(|| match group.sessions.get(&key) {
         Some(known) => known.clone(),
-        None => state
-            .session(&s.user, session)
-            .map_or((0, Vec::new()), |st| (st.hwm, st.recent_acks().copied().collect())),
+        None => state.session(&s.user, session).map_or_else(
+            || (state.evicted_hwm(&s.user, session), Vec::new()),
+            |st| (st.hwm, st.recent_acks().copied().collect()),
+        ),
     });
     entry.0 = n;
     entry.1.push((n, ack));

@@ -104,7 +104,8 @@ pub fn ingest(db: &Db, reader: impl BufRead, batch: usize) -> Result<Ingested> {
             Ok(signal) => signal,
             Err(e) => {
                 settle(in_flight.take(), &mut counts)?;
-                bail!("line {number}: not a valid signal: {e} (earlier lines were written)");
+                let written_before = if pending.is_empty() { number } else { first_line };
+                bail!("line {number}: not a valid signal: {e} (lines before {written_before} were written)");
             }
         };
         if pending.is_empty() {

@@ -79,13 +79,17 @@ fn inspect(data_dir: &Path, json: bool) -> Result<ExitCode> {
     }
     println!("{}: {} shards, node {}", data_dir.display(), manifest.shards, manifest.node_id);
     for (shard, report, snapshots) in &shards {
-        println!(
-            "shard {shard}: seq 1..{} | {} batches, {} records, {} bytes",
-            report.next_seq.saturating_sub(1),
-            report.batches,
-            report.records,
-            report.bytes
-        );
+        match report.records {
+            0 => println!("shard {shard}: empty"),
+            _ => println!(
+                "shard {shard}: seq {}..{} | {} batches, {} records, {} bytes",
+                report.segments.first().map_or(1, |s| s.first_seq),
+                report.next_seq.saturating_sub(1),
+                report.batches,
+                report.records,
+                report.bytes
+            ),
+        }
         for s in &report.segments {
             let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             println!(
