@@ -227,13 +227,10 @@ impl Db {
         self.user(user).map(|u| u.hard_negatives).unwrap_or_default()
     }
 
-    /// Applied seq of every shard (index = shard).
+    /// Applied seq of every shard (index = shard), as published after each batch: reads
+    /// made afterwards reflect at least these. Never waits behind a batch being applied.
     pub fn applied_seqs(&self) -> Vec<u64> {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.state.read().unwrap_or_else(|e| e.into_inner()).applied_seq)
-            .collect()
+        self.inner.shards.iter().map(|s| s.applied.get()).collect()
     }
 
     /// Per-shard counters. Counting sessions walks every user: a diagnostic, not a hot path.

@@ -78,6 +78,10 @@ impl AppliedSeq {
         AppliedSeq { seq: Mutex::new(seq), changed: Condvar::new() }
     }
 
+    pub fn get(&self) -> u64 {
+        *self.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn publish(&self, seq: u64) {
         *self.seq.lock().unwrap_or_else(|e| e.into_inner()) = seq;
         self.changed.notify_all();
