@@ -21,6 +21,11 @@ const BATCH: usize = 1000;
 const WRITERS: usize = 64;
 const CONCURRENT_FOR: Duration = Duration::from_secs(4);
 
+/// Shards of the Tidal store (env `INGEST_SHARDS`, default 4).
+fn shards() -> u32 {
+    std::env::var("INGEST_SHARDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
+}
+
 fn signal(n: u64) -> Signal {
     let mut s =
         Signal::new(format!("user-{}", n % 10_007), format!("item-{}", n % 100_003), SignalKind::Click);
@@ -37,7 +42,7 @@ fn make_batches(total: u64) -> Vec<Vec<Signal>> {
 /// One caller writing batches; `in_flight` batches are submitted before the oldest is
 /// awaited (1 = wait for each batch; 2 = build the next batch while one commits).
 fn tidal_batched(dir: &Path, total: u64, in_flight: usize) -> f64 {
-    let db = Db::open(dir, Options { shards: Some(4), ..Options::default() }).expect("open");
+    let db = Db::open(dir, Options { shards: Some(shards()), ..Options::default() }).expect("open");
     let batches = make_batches(total);
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
@@ -59,7 +64,7 @@ fn tidal_batched(dir: &Path, total: u64, in_flight: usize) -> f64 {
 }
 
 fn tidal_concurrent(dir: &Path) -> f64 {
-    let db = Db::open(dir, Options { shards: Some(4), ..Options::default() }).expect("open");
+    let db = Db::open(dir, Options { shards: Some(shards()), ..Options::default() }).expect("open");
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -156,7 +161,7 @@ fn main() {
     let sqlite_total = (total / 10).max(BATCH as u64);
     // INGEST_PHASES=batched,concurrent (default both) lets a profiler look at one shape.
     let phases = std::env::var("INGEST_PHASES").unwrap_or_else(|_| "batched,concurrent".into());
-    println!("ingest benchmark: fsync durability, 4 shards; SQLite WAL mode, synchronous=FULL");
+    println!("ingest benchmark: fsync durability, {} shards; SQLite WAL mode, synchronous=FULL", shards());
     if phases.contains("batched") {
         let sqlite_b = sqlite_batched(scratch().path(), sqlite_total);
         for in_flight in [1, 2] {

@@ -1,7 +1,9 @@
 //! The `tidal` command line: a thin layer over the library (ingest, reads, WAL tools).
 
+mod bench_cmd;
 mod crash_writer;
 mod ingest;
+mod serve_cmd;
 mod wal_cmd;
 
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (JSON; /metrics, /healthz, /readyz, /openapi.json) until SIGTERM.
+    Serve(serve_cmd::ServeArgs),
     /// Ingest signals from an NDJSON file (one signal per line), with a progress bar.
     Ingest(ingest::IngestArgs),
     /// Ingest the bundled sample signals into a data directory and show what the store holds.
@@ -49,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: wal_cmd::WalCommand,
     },
+    /// Benchmarks against a running server: `tidal bench http` (Tidal vs Redis, durable).
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
     /// Test support: write acknowledged batches forever, printing each ack (crash tests).
     #[command(hide = true)]
     CrashWriter(crash_writer::CrashWriterArgs),
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Ingest(args) => ingest::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Demo { data_dir } => ingest::demo(&data_dir).map(|()| ExitCode::SUCCESS),
         Command::Item { id, data_dir } => {
@@ -87,6 +97,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_json(&serde_json::json!({ "shards": db.stats(), "recovery": db.recovery_report() }))
         }
         Command::Wal { command } => wal_cmd::run(command),
+        Command::Bench { command } => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::CrashWriter(args) => crash_writer::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
