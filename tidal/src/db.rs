@@ -363,13 +363,11 @@ fn recover_all(
 
 /// The store-wide ranking from every shard's decayed sums under the current weights.
 fn build_index(opened: &[OpenedShard], weights: &Weights) -> ScoreIndex {
-    let mut index = ScoreIndex::default();
-    for shard in opened {
-        for (item, entry) in &shard.state.items {
-            index.add(item, entry.decayed.score(weights));
-        }
-    }
-    index
+    ScoreIndex::from_parts(
+        opened
+            .iter()
+            .flat_map(|o| o.state.items.iter().map(|(item, entry)| (item, entry.decayed.score(weights)))),
+    )
 }
 
 fn start_writer(

@@ -137,6 +137,22 @@ impl ScoreIndex {
         self.order.insert((Key(old + delta), item.clone()));
     }
 
+    /// Builds the index from per-shard contributions in one pass: sums per item first, then
+    /// one sorted bulk build (inserting one by one would compare ids on every tie).
+    pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a Arc<str>, f64)>) -> ScoreIndex {
+        let mut scores: hashbrown::HashMap<Arc<str>, f64> = hashbrown::HashMap::new();
+        for (item, score) in parts {
+            match scores.get_mut(&**item) {
+                Some(sum) => *sum += score,
+                None => {
+                    scores.insert(item.clone(), score);
+                }
+            }
+        }
+        let order = scores.iter().map(|(item, score)| (Key(*score), item.clone())).collect();
+        ScoreIndex { scores, order }
+    }
+
     /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
     pub fn top(&self, k: usize, offset: usize) -> Vec<(Arc<str>, f64)> {
         self.order.iter().rev().skip(offset).take(k).map(|(s, item)| (item.clone(), s.0)).collect()

@@ -152,10 +152,11 @@ fn replay_archive(
     let mut applied = 0;
     reader::scan_shard_records::<Error>(vfs, archive, shard, 1, Repair::ReadOnly, |seq, hlc, signal| {
         state.apply(seq, hlc, &signal);
-        clock.observe_trusted(hlc);
         applied += 1;
         Ok(())
     })?;
+    // Once, not per record: the clock is shared by every recovering shard.
+    clock.observe_trusted(state.last_hlc);
     Ok(applied)
 }
 
@@ -181,7 +182,6 @@ fn replay(
         Repair::Truncate,
         |seq, hlc, signal| {
             state.apply(seq, hlc, &signal);
-            clock.observe_trusted(hlc);
             replayed += 1;
             if replayed.is_multiple_of(PROGRESS_EVERY_RECORDS)
                 && let Some(progress) = &options.progress
@@ -191,6 +191,8 @@ fn replay(
             Ok(())
         },
     )?;
+    // Once, not per record: the clock is shared by every recovering shard.
+    clock.observe_trusted(state.last_hlc);
     let recovery = ShardRecovery {
         shard,
         snapshot_seq,

@@ -156,7 +156,7 @@ impl ShardState {
         };
         if signal.kind.is_negative(signal.value) {
             user.hard_negatives.add(item.clone(), replica);
-        } else if signal.kind.is_positive(signal.value) {
+        } else if signal.kind.is_positive(signal.value) && !user.hard_negatives.is_empty() {
             user.hard_negatives.remove(&item);
         }
         let session = signal.session.map(|session| {
@@ -232,7 +232,8 @@ fn record_session(
     max: usize,
 ) -> (Arc<str>, Option<SessionState>) {
     let mut evicted = None;
-    match sessions.iter().position(|s| &*s.session == session) {
+    // From the back: the active session is almost always the most recent one.
+    match sessions.iter().rposition(|s| &*s.session == session) {
         // Already the most recent: the common case of a session's consecutive signals.
         Some(i) if i + 1 == sessions.len() => sessions[i].record(seq, ack),
         Some(i) => {
