@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::query::score::{Decay, ScoreIndex, Weights};
 use crate::query::visibility::AppliedSeq;
-use crate::session::{Ack, SeqCheck, check_seq};
+use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
 use crate::shard::router::ShardRouter;
 use crate::shard::state::Scoring;
 use crate::shard::writer::{Command, ShardWriter};
@@ -448,6 +448,11 @@ fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
         let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
             continue;
         };
+        // A known idempotency key answers the retry before any SeqNo rule, as in the writer.
+        let known_key = s.idempotency_key.as_deref().map(|k| IdempotencyStore::scoped_key(&s.user, k));
+        if known_key.is_some_and(|k| state.idempotency.get(&k).is_some()) {
+            continue;
+        }
         let check = match seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session) {
             // Earlier signals of this batch: a repeat is an in-batch duplicate, which is fine.
             Some((_, _, hwm)) if n <= *hwm => SeqCheck::Apply,

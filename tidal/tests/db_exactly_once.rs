@@ -262,3 +262,18 @@ fn a_store_used_and_dropped_inside_an_async_runtime_does_not_panic() {
     });
     assert_eq!(open(dir.path()).item("async").unwrap().state.count(&SignalKind::Like), 1);
 }
+
+#[test]
+fn a_retry_with_a_known_key_is_a_duplicate_even_when_its_seqno_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let keyed = |n: u64| {
+        let mut s = sequenced("u", "s", n, &format!("k{n}"));
+        s.idempotency_key = Some(format!("key-{n}"));
+        s
+    };
+    db.write_batch((1..=20).map(keyed).collect()).unwrap();
+    let again = db.write_batch((1..=20).map(keyed).collect()).expect("retries by key are duplicates");
+    assert!(again.iter().all(|a| a.duplicate));
+    assert_eq!(db.item("k1").unwrap().state.count(&SignalKind::Click), 1);
+}

@@ -191,7 +191,7 @@ pub fn demo(data_dir: &Path) -> Result<()> {
     if let Some(user) = db.user("user-1") {
         println!("  user-1 hard negatives: {:?}", user.hard_negatives);
     }
-    println!("Next: tidal wal inspect {0} | tidal item article-2 --data-dir {0}", data_dir.display());
+    println!("Also: tidal wal inspect {0} | tidal item article-2 --data-dir {0}", data_dir.display());
     db.close()?;
     Ok(())
 }

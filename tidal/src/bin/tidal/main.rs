@@ -26,10 +26,14 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Ingest signals from an NDJSON file (one signal per line), with a progress bar.
     Ingest(ingest::IngestArgs),
-    /// Ingest the bundled sample signals into a data directory and show what the store holds.
+    /// Ingest the bundled sample signals, show what the store holds, then serve the HTTP API
+    /// on 127.0.0.1:7390 until Ctrl-C (the main job until Forage exists).
     Demo {
         #[arg(long, env = "TIDAL_DATA_DIR", default_value = "tidal-data")]
         data_dir: PathBuf,
+        /// Ingest and report only; do not serve.
+        #[arg(long)]
+        no_serve: bool,
     },
     /// Show an item's aggregate, merged across shards.
     Item {
@@ -83,7 +87,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Ingest(args) => ingest::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Demo { data_dir } => ingest::demo(&data_dir).map(|()| ExitCode::SUCCESS),
+        Command::Demo { data_dir, no_serve } => {
+            ingest::demo(&data_dir)?;
+            if !no_serve {
+                println!("Serving it over HTTP (Ctrl-C stops, snapshots and exits). Try:");
+                println!("  curl 'http://127.0.0.1:7390/v1/top?k=5'");
+                println!("  curl http://127.0.0.1:7390/v1/users/user-1/hard-negatives");
+                println!("  curl http://127.0.0.1:7390/metrics");
+                serve_cmd::run(serve_cmd::ServeArgs::for_data_dir(data_dir))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Item { id, data_dir } => {
             let db = open_for_reading(&data_dir)?;
             print_json(&db.item(&id).with_context(|| format!("no item `{id}`"))?)

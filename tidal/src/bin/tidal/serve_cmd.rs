@@ -58,6 +58,10 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Defaults (and the environment) for everything but the data directory.
+    pub fn for_data_dir(data_dir: PathBuf) -> ServeArgs {
+        ServeArgs { data_dir: Some(data_dir), ..ServeArgs::default() }
+    }
     fn layer(&self) -> ConfigLayer {
         ConfigLayer {
             data_dir: self.data_dir.clone(),
