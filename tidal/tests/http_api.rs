@@ -559,3 +559,33 @@ fn openapi_document_matches_the_router() {
         assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
     }
 }
+
+#[test]
+fn export_streams_dpo_rows_as_jsonl_and_parquet() {
+    let server = start(&[]);
+    let (a, base) = (agent(), &server.base);
+    let mut session = Vec::new();
+    for (n, (item, kind)) in
+        [("liked", "like"), ("shown", "impression"), ("hated", "dislike")].iter().enumerate()
+    {
+        session
+            .push(json!({"user": "ann", "session": "s1", "session_seq": n + 1, "item": item, "kind": kind}));
+    }
+    assert_eq!(post_json(&a, base, &Value::Array(session)).status, 200);
+    let jsonl = get(&a, &format!("{base}/v1/export?format=dpo&file=jsonl&test_fraction=0"), None);
+    assert_eq!(jsonl.status, 200, "{}", jsonl.text);
+    assert_eq!(jsonl.headers["content-type"], "application/x-ndjson");
+    assert!(jsonl.headers.contains_key("x-tidal-seqs"));
+    let rows: Vec<Value> = jsonl.text.lines().map(|l| serde_json::from_str(l).expect("a JSON row")).collect();
+    assert!(!rows.is_empty(), "no rows");
+    assert!(
+        rows.iter().all(|r| r["chosen"].as_str() == Some("liked") && r["rejected"].as_str() != Some("liked"))
+    );
+    assert!(rows.iter().any(|r| r["rejected"].as_str() == Some("hated")), "{rows:?}");
+    let mut parquet = a.get(&format!("{base}/v1/export?file=parquet")).call().expect("export parquet");
+    assert_eq!(parquet.status().as_u16(), 200);
+    let bytes = parquet.body_mut().read_to_vec().expect("body");
+    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "a whole Parquet file");
+    let (code, field) = get(&a, &format!("{base}/v1/export?format=sft"), None).error(400);
+    assert_eq!((code.as_str(), field.as_deref()), ("invalid_query", Some("format")));
+}

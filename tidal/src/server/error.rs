@@ -100,6 +100,10 @@ impl ApiError {
             }
             Error::SessionGap { .. } => (StatusCode::CONFLICT, "session_gap"),
             Error::StaleDuplicate { .. } => (StatusCode::CONFLICT, "stale_duplicate"),
+            Error::BatchBytesTooLarge { .. } => {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
+                    .field("signals");
+            }
             Error::BatchTooLarge { .. } => {
                 return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", message)
                     .field("signals");

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 
 use super::error::ApiError;
-use super::{AppState, auth, handlers, ingest, metrics, reads};
+use super::{AppState, auth, export, handlers, ingest, metrics, reads};
 
 /// Path prefix of the versioned API; the limits apply under it.
 pub const API_PREFIX: &str = "/v1/";
@@ -56,8 +56,7 @@ fn table() -> Table {
         .get("/v1/users/{id}/sessions/{session}", reads::session)
         .get("/v1/users/{id}/hard-negatives", reads::hard_negatives)
         .get("/v1/stats", reads::stats)
-        // Export: `GET /v1/export` (preference export) is added here by the export work,
-        // together with its entry in openapi.json.
+        .get("/v1/export", export::export)
         .get("/healthz", handlers::healthz)
         .get("/readyz", handlers::readyz)
         .get("/metrics", handlers::metrics)

@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod crash_writer;
+mod export_cmd;
 mod ingest;
 mod serve_cmd;
 mod wal_cmd;
@@ -52,6 +53,8 @@ enum Command {
         #[arg(long, env = "TIDAL_DATA_DIR", default_value = "tidal-data")]
         data_dir: PathBuf,
     },
+    /// Export preference data (DPO, KTO or reward rows; JSON Lines or Parquet) with hard negatives.
+    Export(export_cmd::ExportArgs),
     /// Inspect or verify the write-ahead log of a data directory (read-only).
     Wal {
         #[command(subcommand)]
@@ -110,6 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let db = open_for_reading(&data_dir)?;
             print_json(&serde_json::json!({ "shards": db.stats(), "recovery": db.recovery_report() }))
         }
+        Command::Export(args) => export_cmd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Wal { command } => wal_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::CrashWriter(args) => crash_writer::run(&args).map(|()| ExitCode::SUCCESS),
