@@ -37,6 +37,9 @@ pub struct HttpArgs {
     /// Skip Redis even if it is installed.
     #[arg(long)]
     no_redis: bool,
+    /// Shards of the Tidal store (each shard fsyncs its own WAL).
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -57,9 +60,12 @@ impl Drop for Reaped {
 
 fn http(args: &HttpArgs) -> Result<()> {
     let scratch = tempfile_dir("tidal-bench-http")?;
-    let (server, addr) = start_tidal(&scratch.join("tidal"))?;
+    let (server, addr) = start_tidal(&scratch.join("tidal"), args.shards)?;
     let redis = if args.no_redis { None } else { start_redis(&scratch.join("redis"))? };
-    println!("durable ingest over loopback, {} clients, {} s per shape", args.clients, args.seconds);
+    println!(
+        "durable ingest over loopback, {} clients, {} s per shape, tidal with {} shards",
+        args.clients, args.seconds, args.shards
+    );
     for batch in [args.batch, 1] {
         let tidal = measure(args, |n| post_signals(&addr, n, batch), batch)?;
         let line = format!("batch {batch:>5}: tidal {tidal:>10.0} signals/s");
@@ -119,19 +125,24 @@ fn signal_json(n: u64) -> serde_json::Value {
 }
 
 fn post_signals(addr: &str, first: u64, count: usize) -> Result<()> {
+    thread_local! {
+        // One agent per client thread: keep-alive connections, as the Redis side has.
+        static AGENT: ureq::Agent = ureq::Agent::new_with_defaults();
+    }
     let body: Vec<serde_json::Value> = (first..first + count as u64).map(signal_json).collect();
-    let response =
-        ureq::post(&format!("http://{addr}/v1/signals")).send_json(&body).context("POST /v1/signals")?;
+    let url = format!("http://{addr}/v1/signals");
+    let response = AGENT.with(|agent| agent.post(&url).send_json(&body)).context("POST /v1/signals")?;
     if response.status() != 200 {
         bail!("tidal answered {}", response.status());
     }
     Ok(())
 }
 
-fn start_tidal(dir: &std::path::Path) -> Result<(Reaped, String)> {
+fn start_tidal(dir: &std::path::Path, shards: u32) -> Result<(Reaped, String)> {
     let exe = std::env::current_exe().context("locating the tidal binary")?;
     let mut child = Command::new(exe)
-        .args(["serve", "--durability", "fsync", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--durability", "fsync", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+        .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
