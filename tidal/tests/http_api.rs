@@ -3,11 +3,11 @@
 //! read-your-writes with `min_seq`, probes, metrics, configuration sources, and the
 //! OpenAPI document's coverage of the router.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -26,41 +26,9 @@ impl Drop for Server {
     }
 }
 
-/// Starts `tidal serve` on a free loopback port with the given flags and environment.
-fn start_with(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidal"));
-    command.arg("serve").arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0"]).args(flags);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIDAL_")) {
-        command.env_remove(key);
-    }
-    if std::env::var_os("RUST_LOG").is_none() {
-        // The server warns on every 5xx, and these tests provoke some on purpose.
-        command.env("RUST_LOG", "error");
-    }
-    command.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = command.spawn().expect("spawn tidal serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining after the address line so the server never blocks on stdout.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(base) => (child, base),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("tidal serve printed no address: {:?}", child.wait());
-        }
-    }
-}
-
 fn start(flags: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (child, base) = start_with(dir.path(), flags, &[]);
+    let (child, base) = common::start_serve(dir.path(), flags, &[]);
     Server { child, base, _dir: Some(dir) }
 }
 
@@ -85,14 +53,6 @@ impl Reply {
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
         (e["code"].as_str().unwrap_or("").to_owned(), e["field"].as_str().map(str::to_owned))
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 fn finish(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
@@ -146,7 +106,7 @@ fn written(a: &ureq::Agent, base: &str) -> u64 {
 #[test]
 fn every_read_endpoint_answers_with_its_shape() {
     let server = start(&["--shards", "4"]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     assert_eq!(get(&a, &format!("{base}/healthz"), None).json()["status"], "ok");
     assert_eq!(get(&a, &format!("{base}/readyz"), None).json()["status"], "ready");
     let mut rating = sig("bob", "song-2", "rating");
@@ -199,7 +159,7 @@ fn every_read_endpoint_answers_with_its_shape() {
 #[test]
 fn ingest_takes_one_object_or_ndjson_and_retries_count_once() {
     let server = start(&[]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     let mut keyed = sig("cat", "song-4", "skip");
     keyed["idempotency_key"] = json!("k-1");
     let first = post_json(&a, base, &keyed).json();
@@ -231,7 +191,7 @@ fn ingest_takes_one_object_or_ndjson_and_retries_count_once() {
 #[test]
 fn unknown_ids_paths_methods_and_queries_are_json_errors() {
     let server = start(&[]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     assert_eq!(post_json(&a, base, &sig("bob", "song-1", "click")).status, 200);
     let not_found = get(&a, &format!("{base}/v1/items/nope"), None).error(404);
     assert_eq!(not_found, ("not_found".into(), Some("id".into())));
@@ -256,7 +216,7 @@ fn assert_nothing_written(a: &ureq::Agent, base: &str, before: u64, items: &[&st
 #[test]
 fn bad_signals_get_a_4xx_json_error_naming_the_field_and_write_nothing() {
     let server = start(&["--batch-signals-max", "5"]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     let seq = |item: &str, n: u64| {
         let mut s = sig("gap-user", item, "click");
         s["session"] = json!("s");
@@ -305,7 +265,7 @@ fn bad_signals_get_a_4xx_json_error_naming_the_field_and_write_nothing() {
 #[test]
 fn bad_bodies_get_a_4xx_json_error_and_write_nothing() {
     let server = start(&["--batch-signals-max", "5", "--body-bytes-max", "65536"]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     let url = format!("{base}/v1/signals");
     let ok = sig("u", "bad-1", "click");
     let big = json!([{ "user": "u", "item": "bad-7", "kind": "click", "context": "c".repeat(100_000) }]);
@@ -337,7 +297,7 @@ fn bad_bodies_get_a_4xx_json_error_and_write_nothing() {
 #[test]
 fn token_guards_every_endpoint_but_health() {
     let server = start(&["--token", "s3cret"]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     let mut keyed = sig("u", "t-1", "click");
     keyed["idempotency_key"] = json!("once");
     let body = json!([keyed]).to_string();
@@ -371,7 +331,11 @@ fn token_guards_every_endpoint_but_health() {
 #[test]
 fn min_seq_from_the_ack_always_sees_the_write_and_the_future_times_out() {
     let server = start(&["--shards", "4"]);
-    let (writer, reader, base) = (agent(), agent(), server.base.as_str());
+    let (writer, reader, base) = (
+        common::agent(Duration::from_secs(30)),
+        common::agent(Duration::from_secs(30)),
+        server.base.as_str(),
+    );
     for n in 0..60 {
         let item = format!("v-{}", n % 7);
         let before = if n < 7 { 0 } else { count(&reader, base, &item, "like") };
@@ -410,7 +374,7 @@ fn min_seq_from_the_ack_always_sees_the_write_and_the_future_times_out() {
     let url = format!("{base}/v1/users/waiter?min_seq={next}&wait_ms=10000");
     let waiting = std::thread::spawn(move || {
         let started = Instant::now();
-        (get(&agent(), &url, None), started.elapsed())
+        (get(&common::agent(Duration::from_secs(30)), &url, None), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(post_json(&writer, base, &sig("waiter", "w-2", "click")).status, 200);
@@ -433,11 +397,11 @@ fn wait_in_flight(a: &ureq::Agent, base: &str, n: usize) {
 #[test]
 fn in_flight_limit_and_request_timeout_answer_503() {
     let server = start(&["--requests-in-flight-max", "1", "--request-timeout-ms", "600"]);
-    let (a, base) = (agent(), server.base.clone());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.clone());
     let url = format!("{base}/v1/stats?min_seq=0:1000000&wait_ms=5000");
     let slow = std::thread::spawn(move || {
         let started = Instant::now();
-        (get(&agent(), &url, None), started.elapsed())
+        (get(&common::agent(Duration::from_secs(30)), &url, None), started.elapsed())
     });
     wait_in_flight(&a, &base, 1);
     let busy = get(&a, &format!("{base}/v1/top"), None);
@@ -454,7 +418,7 @@ fn in_flight_limit_and_request_timeout_answer_503() {
 #[test]
 fn metrics_expose_store_and_request_counters() {
     let server = start(&[]);
-    let (a, base) = (agent(), server.base.as_str());
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
     for n in 0..3 {
         assert_eq!(
             post_json(&a, base, &json!([sig("m", &format!("m-{n}"), "click"), sig("n", "m-x", "like")]))
@@ -500,13 +464,13 @@ fn config_file_and_environment_configure_the_server() {
         .expect("write config");
     let data = dir.path().join("data");
     let env = [("TIDAL_CONFIG", file.to_str().expect("utf-8 path")), ("TIDAL_TOKEN", "from-env")];
-    let (child, base) = start_with(&data, &[], &env);
+    let (child, base) = common::start_serve(&data, &[], &env);
     let _server = Server { child, base: base.clone(), _dir: None };
     assert!(
         base.starts_with("http://127.0.0.1:") && !base.ends_with(":1"),
         "--listen beats the file: {base}"
     );
-    let a = agent();
+    let a = common::agent(Duration::from_secs(30));
     let body =
         json!([sig("u", "c-1", "click"), sig("u", "c-2", "click"), sig("u", "c-3", "click")]).to_string();
     let url = format!("{base}/v1/signals");
@@ -563,7 +527,7 @@ fn openapi_document_matches_the_router() {
 #[test]
 fn export_streams_dpo_rows_as_jsonl_and_parquet() {
     let server = start(&[]);
-    let (a, base) = (agent(), &server.base);
+    let (a, base) = (common::agent(Duration::from_secs(30)), &server.base);
     let mut session = Vec::new();
     for (n, (item, kind)) in
         [("liked", "like"), ("shown", "impression"), ("hated", "dislike")].iter().enumerate()

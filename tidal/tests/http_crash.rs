@@ -8,11 +8,12 @@
 //! exactly the signals sent (each present once). Every signal has a unique idempotency key;
 //! client 0's signals also carry session SeqNos, so a retry meets the session rules too.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
@@ -26,37 +27,7 @@ const ITEMS_PER_CLIENT: u64 = 6;
 const BATCH_MAX: u64 = 8;
 
 fn start(dir: &Path) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidal"));
-    command.arg("serve").arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0", "--shards", "4"]);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIDAL_")) {
-        command.env_remove(key);
-    }
-    let mut child =
-        command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tidal serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(base) => (child, base),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("tidal serve printed no address: {:?}", child.wait());
-        }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+    common::start_serve(dir, &["--shards", "4"], &[])
 }
 
 /// What one client sent and what it knows about it.
@@ -126,7 +97,7 @@ impl Client {
 
     /// Writes batches until the server goes away.
     fn run(mut self, base: String, seed: u64) -> Result<Client, String> {
-        let agent = agent();
+        let agent = common::agent(Duration::from_secs(20));
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         loop {
             let len = rng.random_range(1..=BATCH_MAX);
@@ -154,7 +125,7 @@ fn count(agent: &ureq::Agent, base: &str, item: &str) -> i64 {
 /// After a restart: acked signals all there and nothing beyond the unknown batch; then the
 /// unknown batch is retried and every signal sent must be there exactly once.
 fn check_and_retry(base: &str, clients: &mut [Client], cycle: usize) {
-    let agent = agent();
+    let agent = common::agent(Duration::from_secs(20));
     for client in clients.iter_mut() {
         let mut unknown: BTreeMap<String, i64> = BTreeMap::new();
         for signal in client.unknown.iter().flatten() {

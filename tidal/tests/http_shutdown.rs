@@ -4,11 +4,12 @@
 //! snapshot of every shard that covers the whole WAL (nothing left to replay). A request
 //! that outlasts `--shutdown-grace-ms` does not hold the shutdown up.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,37 +17,7 @@ use tidal::{Db, Options, SignalKind};
 
 /// Starts `tidal serve` on a free loopback port; returns the child and `http://ADDR`.
 fn start(dir: &Path, flags: &[&str]) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidal"));
-    command.arg("serve").arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0"]).args(flags);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TIDAL_")) {
-        command.env_remove(key);
-    }
-    let mut child =
-        command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn tidal serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(base) => (child, base),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("tidal serve printed no address: {:?}", child.wait());
-        }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    common::start_serve(dir, flags, &[])
 }
 
 /// Status and body of a request, or the transport error.
@@ -79,7 +50,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
 
 /// Writes `batches` batches of 10 clicks on items `item-0..item-9`; returns the acks' count.
 fn write(base: &str, batches: usize) -> usize {
-    let a = agent();
+    let a = common::agent(Duration::from_secs(30));
     let mut acked = 0;
     for b in 0..batches {
         let body: Vec<Value> = (0..10)
@@ -95,7 +66,7 @@ fn write(base: &str, batches: usize) -> usize {
 
 /// True once the server reports exactly one API request in flight.
 fn in_flight_is_one(base: &str) -> bool {
-    let response = agent().get(format!("{base}/metrics")).call();
+    let response = common::agent(Duration::from_secs(30)).get(format!("{base}/metrics")).call();
     let text = response.ok().and_then(|mut r| r.body_mut().read_to_string().ok()).unwrap_or_default();
     text.contains("tidal_http_requests_in_flight 1\n")
 }
@@ -111,7 +82,8 @@ fn sigterm_finishes_requests_in_flight_snapshots_and_exits_zero() {
     assert_eq!(write(&base, 20), 200);
     // A read that waits for a seq the store will never reach: in flight during shutdown.
     let slow_url = format!("{base}/v1/stats?min_seq=0:1000000&wait_ms=1500");
-    let slow = std::thread::spawn(move || exchange(agent().get(&slow_url).call()));
+    let slow =
+        std::thread::spawn(move || exchange(common::agent(Duration::from_secs(30)).get(&slow_url).call()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !in_flight_is_one(&base) {
         assert!(Instant::now() < deadline, "the slow read never arrived");
@@ -154,9 +126,13 @@ fn sigint_also_stops_cleanly_and_a_restart_serves_the_data() {
     signal(&child, "INT");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(20)).code(), Some(0));
     let (mut child, base) = start(dir.path(), &[]);
-    let (status, item) = exchange(agent().get(format!("{base}/v1/items/item-3")).call()).expect("read");
+    let (status, item) =
+        exchange(common::agent(Duration::from_secs(30)).get(format!("{base}/v1/items/item-3")).call())
+            .expect("read");
     assert_eq!((status, item["kinds"]["click"]["count"].as_i64()), (200, Some(3)), "{item}");
-    let (status, ready) = exchange(agent().get(format!("{base}/readyz")).call()).expect("readyz");
+    let (status, ready) =
+        exchange(common::agent(Duration::from_secs(30)).get(format!("{base}/readyz")).call())
+            .expect("readyz");
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(20)).code(), Some(0));
@@ -168,7 +144,8 @@ fn the_grace_period_bounds_how_long_shutdown_waits() {
     let (mut child, base) = start(dir.path(), &["--shutdown-grace-ms", "300"]);
     assert_eq!(write(&base, 1), 10);
     let slow_url = format!("{base}/v1/stats?min_seq=0:1000000&wait_ms=20000");
-    let _slow = std::thread::spawn(move || exchange(agent().get(&slow_url).call()));
+    let _slow =
+        std::thread::spawn(move || exchange(common::agent(Duration::from_secs(30)).get(&slow_url).call()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !in_flight_is_one(&base) {
         assert!(Instant::now() < deadline, "the slow read never arrived");
