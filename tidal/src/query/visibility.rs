@@ -2,7 +2,7 @@
 //! that carries it first waits (bounded) until this store has applied that seq, or answers
 //! "not yet" ([`Error::NotYet`]). Followers will honour the same tokens.
 //!
-//! Each shard publishes its applied seq through [`AppliedSeq`] after a batch is applied and
+//! Each shard publishes its applied seq (`AppliedSeq`) after a batch is applied and
 //! before it is acknowledged, so an ack's own token never waits on the node that acked it.
 
 use std::fmt;
