@@ -443,7 +443,8 @@ fn quarantine_damaged_snapshots(vfs: &dyn Vfs, dir: &Path, opened: &[OpenedShard
 /// here keeps the whole batch unwritten. Only called when the shard has nothing in flight.
 fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
     let state = state.read().unwrap_or_else(|e| e.into_inner());
-    let mut seen: Vec<(&str, &str, u64)> = Vec::new();
+    // Highest SeqNo this batch has reached per (user, session) so far.
+    let mut seen: foldhash::HashMap<(&str, &str), u64> = foldhash::HashMap::default();
     for s in signals {
         let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
             continue;
@@ -453,33 +454,27 @@ fn precheck_sessions(state: &SharedState, signals: &[Signal]) -> Result<()> {
         if known_key.is_some_and(|k| state.idempotency.get(&k).is_some()) {
             continue;
         }
-        let check = match seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session) {
+        let key = (s.user.as_str(), session);
+        let check = match seen.get(&key) {
             // Earlier signals of this batch: a repeat is an in-batch duplicate, which is fine.
-            Some((_, _, hwm)) if n <= *hwm => SeqCheck::Apply,
-            Some((_, _, hwm)) => check_seq(*hwm, &[], n),
+            Some(hwm) if n <= *hwm => SeqCheck::Apply,
+            Some(hwm) => check_seq(*hwm, &[], n),
             None => state.session_check(&s.user, session, n),
         };
-        let hwm = match check {
+        match check {
             SeqCheck::Gap { expected } => {
-                return Err(Error::SessionGap {
-                    user: s.user.clone(),
-                    session: session.to_owned(),
-                    expected,
-                    got: n,
-                });
+                let (user, session) = (s.user.clone(), session.to_owned());
+                return Err(Error::SessionGap { user, session, expected, got: n });
             }
             SeqCheck::StaleDuplicate { hwm } => {
-                return Err(Error::StaleDuplicate {
-                    user: s.user.clone(),
-                    session: session.to_owned(),
-                    got: n,
-                    hwm,
-                });
+                let (user, session) = (s.user.clone(), session.to_owned());
+                return Err(Error::StaleDuplicate { user, session, got: n, hwm });
             }
-            SeqCheck::Apply | SeqCheck::Duplicate(_) => n,
-        };
-        let known = seen.iter().rev().find(|(u, ss, _)| *u == s.user && *ss == session).map_or(0, |e| e.2);
-        seen.push((&s.user, session, hwm.max(known)));
+            SeqCheck::Apply | SeqCheck::Duplicate(_) => {
+                let reached = seen.entry(key).or_insert(0);
+                *reached = (*reached).max(n);
+            }
+        }
     }
     Ok(())
 }
