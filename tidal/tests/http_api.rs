@@ -546,6 +546,7 @@ fn export_streams_dpo_rows_as_jsonl_and_parquet() {
         rows.iter().all(|r| r["chosen"].as_str() == Some("liked") && r["rejected"].as_str() != Some("liked"))
     );
     assert!(rows.iter().any(|r| r["rejected"].as_str() == Some("hated")), "{rows:?}");
+    assert!(rows.iter().all(|r| r["exported_at_ms"].as_u64().is_some_and(|t| t > 0)), "stamped with now");
     let mut parquet = a.get(&format!("{base}/v1/export?file=parquet")).call().expect("export parquet");
     assert_eq!(parquet.status().as_u16(), 200);
     let bytes = parquet.body_mut().read_to_vec().expect("body");

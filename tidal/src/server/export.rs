@@ -54,7 +54,7 @@ pub async fn export(
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let (options, file_format) = options_of(&params)?;
+    let (options, file_format) = options_of(&params, state.db.clock().now().physical_ms())?;
     if EXPORTING.swap(true, Ordering::AcqRel) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -87,7 +87,7 @@ pub async fn export(
     Ok((headers, Body::from_stream(Chunks(rx))).into_response())
 }
 
-fn options_of(params: &ExportParams) -> Result<(ExportOptions, FileFormat), ApiError> {
+fn options_of(params: &ExportParams, now_ms: u64) -> Result<(ExportOptions, FileFormat), ApiError> {
     let format = match params.format.as_deref().unwrap_or("dpo") {
         "dpo" => ExportFormat::Dpo,
         "kto" => ExportFormat::Kto,
@@ -106,6 +106,7 @@ fn options_of(params: &ExportParams) -> Result<(ExportOptions, FileFormat), ApiE
         }
     };
     let mut options = ExportOptions { format, ..ExportOptions::default() };
+    options.exported_at_ms = now_ms;
     if let Some(fraction) = params.test_fraction {
         options.test_fraction = fraction;
     }
