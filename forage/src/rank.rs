@@ -1,0 +1,284 @@
+//! Ranking of candidate items inside the feed: relevance to the user, freshness, the
+//! never-show-dismissed rule and the diversity rule across sources.
+//!
+//! Score = mean cosine similarity to the embeddings of the user's liked items
+//!       − mean cosine similarity to the embeddings of the user's hard negatives
+//!       + [`FRESHNESS_WEIGHT`] · 0.5^(age / [`FRESHNESS_HALF_LIFE_MS`]).
+//!
+//! Invariants:
+//! * a dismissed item (a Tidal hard negative of the user, or any id in the caller's exclude
+//!   set) is never returned;
+//! * embeddings are L2-normalised, so cosine similarity is a dot product; a missing
+//!   embedding, an empty profile side, or vectors of different dimensions contribute 0;
+//!   non-finite scores become 0, so sorting is total;
+//! * after [`diversify_by`], no more than [`SAME_SOURCE_RUN_MAX`] items in a row share a
+//!   source, except in the tail that cannot be arranged so (see there).
+
+use std::collections::HashSet;
+
+use tidal::Db;
+
+/// Weight of the freshness term (its value for an item published now).
+pub const FRESHNESS_WEIGHT: f64 = 1.0;
+/// Age at which the freshness term has halved: one day.
+pub const FRESHNESS_HALF_LIFE_MS: f64 = 24.0 * 3600.0 * 1000.0;
+/// Most items of one source allowed in a row.
+pub const SAME_SOURCE_RUN_MAX: usize = 2;
+/// Most items [`rank`] returns (the best ones); bounds the quadratic diversity pass.
+pub const RANKED_MAX: usize = 10_000;
+/// Most liked or negative embeddings a profile keeps (the most recent ones).
+pub const PROFILE_EMBEDDINGS_MAX: usize = 256;
+
+/// An item that may be shown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub source: String,
+    /// Publication time, ms since the Unix epoch.
+    pub published_ms: u64,
+    /// L2-normalised sentence embedding, if the item has one.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// What the ranker knows about the user.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    /// Embeddings of items the user liked.
+    pub liked: Vec<Vec<f32>>,
+    /// Embeddings of the user's hard negatives.
+    pub negatives: Vec<Vec<f32>>,
+    /// Ids never to show: the hard negatives and the caller's exclude set.
+    pub dismissed: HashSet<String>,
+}
+
+/// A ranked item with the parts of its score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    pub id: String,
+    pub source: String,
+    pub score: f64,
+    /// Mean similarity to liked items minus mean similarity to hard negatives.
+    pub similarity: f64,
+    pub freshness: f64,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> Option<f64> {
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    d.is_finite().then_some(d)
+}
+
+/// Mean similarity of `e` to the comparable vectors of `side`, 0 when there are none.
+fn mean_similarity(e: &[f32], side: &[Vec<f32>]) -> f64 {
+    let (sum, n) = side.iter().filter_map(|v| dot(e, v)).fold((0.0, 0usize), |(s, n), d| (s + d, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// The freshness term for an item published at `published_ms`, seen at `now_ms` (items from
+/// the future count as published now).
+pub fn freshness(published_ms: u64, now_ms: u64) -> f64 {
+    let age_ms = now_ms.saturating_sub(published_ms) as f64;
+    FRESHNESS_WEIGHT * 0.5f64.powf(age_ms / FRESHNESS_HALF_LIFE_MS)
+}
+
+/// Scores the candidates that are not dismissed, sorts them best first (ties: input order),
+/// keeps the best [`RANKED_MAX`] and applies the diversity rule.
+pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64) -> Vec<Ranked> {
+    let mut ranked: Vec<Ranked> = candidates
+        .into_iter()
+        .filter(|c| !profile.dismissed.contains(&c.id))
+        .map(|c| {
+            let similarity = c
+                .embedding
+                .as_deref()
+                .map_or(0.0, |e| mean_similarity(e, &profile.liked) - mean_similarity(e, &profile.negatives));
+            let freshness = freshness(c.published_ms, now_ms);
+            let score = similarity + freshness;
+            let score = if score.is_finite() { score } else { 0.0 };
+            Ranked { id: c.id, source: c.source, score, similarity, freshness }
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    ranked.truncate(RANKED_MAX);
+    diversify_by(ranked, |r| r.source.as_str())
+}
+
+/// Reorders `items` so that no more than [`SAME_SOURCE_RUN_MAX`] in a row share a source,
+/// otherwise keeping their order: each position takes the earliest remaining item that does
+/// not extend a too-long run. When no remaining item can be placed (every one is from the
+/// source of the current run), the rest is appended in its order: the rule then fails only
+/// in that tail, and no item is ever dropped.
+pub fn diversify_by<T>(items: Vec<T>, source: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut pending: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let mut out: Vec<T> = Vec::with_capacity(pending.len());
+    let mut start = 0;
+    while start < pending.len() {
+        let blocked: Option<String> = run_source(&out, &source);
+        let pick = pending[start..]
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|t| blocked.as_deref() != Some(source(t))))
+            .map(|i| start + i);
+        let Some(i) = pick else {
+            out.extend(pending.drain(start..).flatten());
+            break;
+        };
+        out.extend(pending[i].take());
+        while start < pending.len() && pending[start].is_none() {
+            start += 1;
+        }
+    }
+    out
+}
+
+/// The source the next item must not have: the source of the last
+/// [`SAME_SOURCE_RUN_MAX`] items when they all share it.
+fn run_source<T>(out: &[T], source: &impl Fn(&T) -> &str) -> Option<String> {
+    let tail = out.get(out.len().checked_sub(SAME_SOURCE_RUN_MAX)?..)?;
+    let first = source(tail.first()?);
+    tail.iter().all(|t| source(t) == first).then(|| first.to_owned())
+}
+
+/// The profile of `user` from Tidal: liked = the positive signals in the user's recent
+/// history (most recent [`PROFILE_EMBEDDINGS_MAX`], not later dismissed), negatives and
+/// dismissed = the user's hard negatives, plus the `exclude` ids. `embedding` looks an item's
+/// embedding up (in the catalog); items without one are left out of the similarity terms.
+pub fn profile_from_tidal(
+    db: &Db,
+    user: &str,
+    exclude: &HashSet<String>,
+    embedding: impl Fn(&str) -> Option<Vec<f32>>,
+) -> Profile {
+    let view = db.user(user);
+    let hard_negatives: Vec<String> = view.as_ref().map(|v| v.hard_negatives.clone()).unwrap_or_default();
+    let mut dismissed: HashSet<String> = hard_negatives.iter().cloned().collect();
+    let mut liked_ids: Vec<String> = Vec::new();
+    for entry in view.iter().flat_map(|v| v.history.iter().rev()) {
+        let id: &str = &entry.item;
+        if entry.kind.is_positive(entry.value)
+            && !dismissed.contains(id)
+            && !liked_ids.iter().any(|l| l == id)
+        {
+            liked_ids.push(id.to_owned());
+        }
+    }
+    liked_ids.truncate(PROFILE_EMBEDDINGS_MAX);
+    let liked = liked_ids.iter().filter_map(|id| embedding(id)).collect();
+    let negatives =
+        hard_negatives.iter().rev().take(PROFILE_EMBEDDINGS_MAX).filter_map(|id| embedding(id)).collect();
+    dismissed.extend(exclude.iter().cloned());
+    Profile { liked, negatives, dismissed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn cand(id: &str, source: &str, published_ms: u64, embedding: Option<Vec<f32>>) -> Candidate {
+        Candidate { id: id.into(), source: source.into(), published_ms, embedding }
+    }
+
+    fn sources(items: &[Ranked]) -> String {
+        items.iter().map(|r| r.source.as_str()).collect()
+    }
+
+    #[test]
+    fn similar_to_likes_beats_similar_to_negatives() {
+        let profile =
+            Profile { liked: vec![vec![1.0, 0.0]], negatives: vec![vec![0.0, 1.0]], ..Default::default() };
+        let now = 10 * DAY_MS;
+        let out = rank(
+            vec![cand("bad", "s", now, Some(vec![0.0, 1.0])), cand("good", "t", now, Some(vec![1.0, 0.0]))],
+            &profile,
+            now,
+        );
+        assert_eq!(out[0].id, "good");
+        assert!((out[0].score - 2.0).abs() < 1e-9 && (out[1].score - 0.0).abs() < 1e-9, "{out:?}");
+    }
+
+    #[test]
+    fn fresher_wins_without_embeddings_and_half_life_halves() {
+        let now = 10 * DAY_MS;
+        let out = rank(
+            vec![cand("old", "a", now - DAY_MS, None), cand("new", "b", now, None)],
+            &Profile::default(),
+            now,
+        );
+        assert_eq!(out[0].id, "new");
+        assert!((out[1].freshness - FRESHNESS_WEIGHT / 2.0).abs() < 1e-9);
+        assert_eq!(out[1].similarity, 0.0);
+        assert_eq!(freshness(now + DAY_MS, now), FRESHNESS_WEIGHT);
+    }
+
+    #[test]
+    fn dismissed_items_are_never_returned() {
+        let profile = Profile { dismissed: ["x".to_string()].into_iter().collect(), ..Default::default() };
+        let out = rank(vec![cand("x", "a", 5, None), cand("y", "a", 1, None)], &profile, 10);
+        assert_eq!(out.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["y"]);
+    }
+
+    #[test]
+    fn mismatched_dimensions_and_nan_do_not_break_ranking() {
+        let profile = Profile { liked: vec![vec![1.0, 0.0, 0.0], vec![f32::NAN, 0.0]], ..Default::default() };
+        let out = rank(vec![cand("a", "s", 0, Some(vec![1.0, 0.0]))], &profile, 0);
+        assert_eq!(out[0].similarity, 0.0);
+        assert!(out[0].score.is_finite());
+    }
+
+    fn r(id: &str, source: &str) -> Ranked {
+        Ranked { id: id.into(), source: source.into(), score: 0.0, similarity: 0.0, freshness: 0.0 }
+    }
+
+    #[test]
+    fn no_more_than_two_in_a_row_and_stable() {
+        let items =
+            vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "a"), r("5", "b"), r("6", "b"), r("7", "c")];
+        let out = diversify_by(items, |x| x.source.as_str());
+        assert_eq!(sources(&out), "aabaabc");
+        assert_eq!(out.iter().map(|x| x.id.as_str()).collect::<String>(), "1253467");
+    }
+
+    #[test]
+    fn already_diverse_order_is_kept() {
+        let items = vec![r("1", "a"), r("2", "b"), r("3", "a"), r("4", "a"), r("5", "b")];
+        let out = diversify_by(items.clone(), |x| x.source.as_str());
+        assert_eq!(out, items);
+    }
+
+    #[test]
+    fn impossible_rest_goes_to_the_end() {
+        let items = vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "b"), r("5", "a"), r("6", "a")];
+        let out = diversify_by(items, |x| x.source.as_str());
+        assert_eq!(sources(&out), "aabaaa");
+        assert_eq!(out.len(), 6);
+        assert!(diversify_by(Vec::<Ranked>::new(), |x| x.source.as_str()).is_empty());
+    }
+
+    #[test]
+    fn profile_from_tidal_dismisses_hard_negatives_and_uses_likes() {
+        use tidal::{Signal, SignalKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = tidal::Options { durability: tidal::Durability::None, ..Default::default() };
+        let db = Db::open(dir.path(), options).expect("open");
+        let write = |item: &str, kind| db.write(Signal::new("u", item, kind)).expect("write");
+        write("liked", SignalKind::Like);
+        write("skipped", SignalKind::Skip);
+        write("disliked", SignalKind::Dislike);
+        let embedding = |id: &str| match id {
+            "liked" | "near" => Some(vec![1.0, 0.0]),
+            _ => Some(vec![0.0, 1.0]),
+        };
+        let exclude: HashSet<String> = ["excluded".to_string()].into_iter().collect();
+        let profile = profile_from_tidal(&db, "u", &exclude, embedding);
+        assert_eq!(profile.liked, vec![vec![1.0, 0.0]]);
+        assert_eq!(profile.negatives.len(), 2);
+        let ids = ["skipped", "disliked", "excluded", "near", "far"];
+        let candidates = ids.iter().map(|id| cand(id, "s", 0, embedding(id))).collect();
+        let out = rank(candidates, &profile, 0);
+        assert_eq!(out.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["near", "far"]);
+        assert!(out[0].similarity > out[1].similarity);
+    }
+}
