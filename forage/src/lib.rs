@@ -4,10 +4,12 @@
 //!
 //! Built so far: [`sources`] (RSS, Atom, JSON Feed over HTTP with conditional GET, files,
 //! Markdown folders, OPML), the SQLite [`catalog`] (migrations, dedup, FTS5), the Thompson
-//! sampling [`bandit`] with impression logging and offline IPS evaluation, and [`rank`].
-//! Next (see the open issue): embeddings, labels, the HTTP API, the web UI and the CLI.
+//! sampling [`bandit`] with impression logging and offline IPS evaluation, [`rank`], and
+//! [`embed`] (all-MiniLM-L6-v2 in candle, with a lexical fallback).
+//! Next (see the open issue): labels, the HTTP API, the web UI and the CLI.
 
 pub mod bandit;
 pub mod catalog;
+pub mod embed;
 pub mod rank;
 pub mod sources;
