@@ -18,6 +18,10 @@
 //! `export_dir` to DPO Parquet and prints the rows, rows/s, signals/s (signals of the
 //! history, each read twice) and VmHWM, the child's peak resident memory.
 
+mod common;
+
+use common::proc_status_kb;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -35,15 +39,6 @@ const ITEMS: u64 = 50_000;
 const POOL: u64 = 60;
 const SIGNALS_PER_USER: u64 = 100;
 const T0_MS: u64 = 1_700_000_000_000;
-
-fn proc_status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;

@@ -23,6 +23,10 @@
 //! RSS growth includes what the allocator keeps of transient buffers (batches, WAL encoding,
 //! hash table growth), as a real process would.
 
+mod common;
+
+use common::proc_status_kb;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -32,15 +36,6 @@ use tidal::{Db, Durability, Options, Signal, SignalKind};
 const BATCH: u64 = 10_000;
 const SCENARIOS: [&str; 3] = ["signals", "items", "sessions"];
 const FIXED_POPULATION: u64 = 1_000;
-
-fn proc_status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn rss_bytes() -> u64 {
     proc_status_kb("VmRSS:") * 1024

@@ -21,6 +21,10 @@
 //! The shards recover on parallel threads; the machine's parallelism is printed since it
 //! caps that. Peak RSS (VmHWM) covers the whole process, load phase included.
 
+mod common;
+
+use common::proc_status_kb;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -249,16 +253,6 @@ fn open_with_snapshot(dir: &Path, db: Db, full_open: Duration) {
     );
     print_shards(report);
     db.close().expect("close");
-}
-
-/// A `kB` field of /proc/self/status (0 where there is none).
-fn proc_status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {
