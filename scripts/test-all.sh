@@ -31,5 +31,8 @@ if [ ! -f "$FORAGE_MODEL_DIR/model.safetensors" ]; then
     rm -rf "$staging"
 fi
 
+# The browser test (forage/tests/browser.rs) drives Debian's chromium through chromium-driver.
+scripts/install-browser.sh
+
 # Tests build in debug with optimised dependencies (see Cargo.toml); one shared target dir.
 cargo test --workspace --locked "$@"

@@ -8,8 +8,12 @@
 //! [`embed`] (all-MiniLM-L6-v2 in candle, with a lexical fallback).
 //! Next (see the open issue): labels, the HTTP API, the web UI and the CLI.
 
+pub mod app;
 pub mod bandit;
 pub mod catalog;
 pub mod embed;
+pub mod labels;
 pub mod rank;
+pub mod server;
 pub mod sources;
+pub mod store;

@@ -14,9 +14,10 @@
 //! * after [`diversify_by`], no more than [`SAME_SOURCE_RUN_MAX`] items in a row share a
 //!   source, except in the tail that cannot be arranged so (see there).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use tidal::Db;
+use crate::store::{StoreError, TidalAccess};
 
 /// Weight of the freshness term (its value for an item published now).
 pub const FRESHNESS_WEIGHT: f64 = 1.0;
@@ -32,12 +33,14 @@ pub const PROFILE_EMBEDDINGS_MAX: usize = 256;
 /// An item that may be shown.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
-    pub id: String,
-    pub source: String,
+    /// Shared with the caller's index: building candidates allocates no strings.
+    pub id: Arc<str>,
+    pub source: Arc<str>,
     /// Publication time, ms since the Unix epoch.
     pub published_ms: u64,
-    /// L2-normalised sentence embedding, if the item has one.
-    pub embedding: Option<Vec<f32>>,
+    /// L2-normalised sentence embedding, if the item has one (shared with the caller's
+    /// index, so building candidates copies no vectors).
+    pub embedding: Option<Arc<[f32]>>,
 }
 
 /// What the ranker knows about the user.
@@ -54,26 +57,45 @@ pub struct Profile {
 /// A ranked item with the parts of its score.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
-    pub id: String,
-    pub source: String,
+    pub id: Arc<str>,
+    pub source: Arc<str>,
     pub score: f64,
     /// Mean similarity to liked items minus mean similarity to hard negatives.
     pub similarity: f64,
     pub freshness: f64,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> Option<f64> {
-    if a.len() != b.len() || a.is_empty() {
-        return None;
-    }
-    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    d.is_finite().then_some(d)
+/// The mean of the comparable vectors of one profile side, per dimension count: the mean
+/// similarity of `e` to the side's vectors equals the dot product of `e` with their mean, so
+/// ranking costs one dot product per candidate and side however long the profile is.
+#[derive(Default)]
+struct Centroids {
+    by_dims: HashMap<usize, Option<Vec<f32>>>,
 }
 
-/// Mean similarity of `e` to the comparable vectors of `side`, 0 when there are none.
-fn mean_similarity(e: &[f32], side: &[Vec<f32>]) -> f64 {
-    let (sum, n) = side.iter().filter_map(|v| dot(e, v)).fold((0.0, 0usize), |(s, n), d| (s + d, n + 1));
-    if n == 0 { 0.0 } else { sum / n as f64 }
+impl Centroids {
+    /// Mean similarity of `e` to the vectors of `side` with the same length (finite ones
+    /// only), 0 when there are none.
+    fn similarity(&mut self, e: &[f32], side: &[Vec<f32>]) -> f64 {
+        let centroid = self.by_dims.entry(e.len()).or_insert_with(|| centroid(side, e.len()));
+        let Some(c) = centroid else { return 0.0 };
+        // f32 products vectorise; 384 terms of unit vectors lose nothing that matters here.
+        let d: f32 = e.iter().zip(c.iter()).map(|(x, y)| x * y).sum();
+        if d.is_finite() { f64::from(d) } else { 0.0 }
+    }
+}
+
+fn centroid(side: &[Vec<f32>], dims: usize) -> Option<Vec<f32>> {
+    if dims == 0 {
+        return None;
+    }
+    let mut sum = vec![0.0f64; dims];
+    let mut n = 0usize;
+    for v in side.iter().filter(|v| v.len() == dims && v.iter().all(|x| x.is_finite())) {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += f64::from(*x));
+        n += 1;
+    }
+    (n > 0).then(|| sum.into_iter().map(|s| (s / n as f64) as f32).collect())
 }
 
 /// The freshness term for an item published at `published_ms`, seen at `now_ms` (items from
@@ -83,26 +105,39 @@ pub fn freshness(published_ms: u64, now_ms: u64) -> f64 {
     FRESHNESS_WEIGHT * 0.5f64.powf(age_ms / FRESHNESS_HALF_LIFE_MS)
 }
 
-/// Scores the candidates that are not dismissed, sorts them best first (ties: input order),
-/// keeps the best [`RANKED_MAX`] and applies the diversity rule.
-pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64) -> Vec<Ranked> {
-    let mut ranked: Vec<Ranked> = candidates
+/// Scores the candidates that are not dismissed, keeps the best `keep` (at most
+/// [`RANKED_MAX`]) sorted best first (ties: input order), and applies the diversity rule.
+/// Selecting before sorting makes a feed that shows a few items of thousands of candidates
+/// cost one dot product per candidate and side, not a full sort.
+pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: usize) -> Vec<Ranked> {
+    let (mut liked, mut negatives) = (Centroids::default(), Centroids::default());
+    let ranked: Vec<Ranked> = candidates
         .into_iter()
-        .filter(|c| !profile.dismissed.contains(&c.id))
+        .filter(|c| !profile.dismissed.contains(&*c.id))
         .map(|c| {
-            let similarity = c
-                .embedding
-                .as_deref()
-                .map_or(0.0, |e| mean_similarity(e, &profile.liked) - mean_similarity(e, &profile.negatives));
+            let similarity = c.embedding.as_deref().map_or(0.0, |e| {
+                liked.similarity(e, &profile.liked) - negatives.similarity(e, &profile.negatives)
+            });
             let freshness = freshness(c.published_ms, now_ms);
             let score = similarity + freshness;
             let score = if score.is_finite() { score } else { 0.0 };
             Ranked { id: c.id, source: c.source, score, similarity, freshness }
         })
         .collect();
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-    ranked.truncate(RANKED_MAX);
-    diversify_by(ranked, |r| r.source.as_str())
+    let keep = keep.min(RANKED_MAX);
+    // Best first; equal scores keep input order (the index breaks ties).
+    let order =
+        |a: &(usize, Ranked), b: &(usize, Ranked)| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0));
+    let mut ranked: Vec<(usize, Ranked)> = ranked.into_iter().enumerate().collect();
+    if keep < ranked.len() {
+        if keep == 0 {
+            return Vec::new();
+        }
+        ranked.select_nth_unstable_by(keep - 1, order);
+        ranked.truncate(keep);
+    }
+    ranked.sort_by(order);
+    diversify_by(ranked.into_iter().map(|(_, r)| r).collect(), |r| &*r.source)
 }
 
 /// Reorders `items` so that no more than [`SAME_SOURCE_RUN_MAX`] in a row share a source,
@@ -145,12 +180,12 @@ fn run_source<T>(out: &[T], source: &impl Fn(&T) -> &str) -> Option<String> {
 /// dismissed = the user's hard negatives, plus the `exclude` ids. `embedding` looks an item's
 /// embedding up (in the catalog); items without one are left out of the similarity terms.
 pub fn profile_from_tidal(
-    db: &Db,
+    store: &dyn TidalAccess,
     user: &str,
     exclude: &HashSet<String>,
     embedding: impl Fn(&str) -> Option<Vec<f32>>,
-) -> Profile {
-    let view = db.user(user);
+) -> Result<Profile, StoreError> {
+    let view = store.user(user)?;
     let hard_negatives: Vec<String> = view.as_ref().map(|v| v.hard_negatives.clone()).unwrap_or_default();
     let mut dismissed: HashSet<String> = hard_negatives.iter().cloned().collect();
     let mut liked_ids: Vec<String> = Vec::new();
@@ -168,7 +203,7 @@ pub fn profile_from_tidal(
     let negatives =
         hard_negatives.iter().rev().take(PROFILE_EMBEDDINGS_MAX).filter_map(|id| embedding(id)).collect();
     dismissed.extend(exclude.iter().cloned());
-    Profile { liked, negatives, dismissed }
+    Ok(Profile { liked, negatives, dismissed })
 }
 
 #[cfg(test)]
@@ -178,11 +213,15 @@ mod tests {
     const DAY_MS: u64 = 24 * 3600 * 1000;
 
     fn cand(id: &str, source: &str, published_ms: u64, embedding: Option<Vec<f32>>) -> Candidate {
-        Candidate { id: id.into(), source: source.into(), published_ms, embedding }
+        Candidate { id: id.into(), source: source.into(), published_ms, embedding: embedding.map(Arc::from) }
+    }
+
+    fn ids(items: &[Ranked]) -> Vec<&str> {
+        items.iter().map(|r| &*r.id).collect()
     }
 
     fn sources(items: &[Ranked]) -> String {
-        items.iter().map(|r| r.source.as_str()).collect()
+        items.iter().map(|r| &*r.source).collect()
     }
 
     #[test]
@@ -194,8 +233,9 @@ mod tests {
             vec![cand("bad", "s", now, Some(vec![0.0, 1.0])), cand("good", "t", now, Some(vec![1.0, 0.0]))],
             &profile,
             now,
+            10,
         );
-        assert_eq!(out[0].id, "good");
+        assert_eq!(&*out[0].id, "good");
         assert!((out[0].score - 2.0).abs() < 1e-9 && (out[1].score - 0.0).abs() < 1e-9, "{out:?}");
     }
 
@@ -206,24 +246,39 @@ mod tests {
             vec![cand("old", "a", now - DAY_MS, None), cand("new", "b", now, None)],
             &Profile::default(),
             now,
+            10,
         );
-        assert_eq!(out[0].id, "new");
+        assert_eq!(&*out[0].id, "new");
         assert!((out[1].freshness - FRESHNESS_WEIGHT / 2.0).abs() < 1e-9);
         assert_eq!(out[1].similarity, 0.0);
         assert_eq!(freshness(now + DAY_MS, now), FRESHNESS_WEIGHT);
     }
 
     #[test]
+    fn keep_selects_the_best_in_order_with_stable_ties() {
+        let now = 10 * DAY_MS;
+        let ages = [3u64, 0, 5, 1, 0, 2];
+        let candidates = ages
+            .iter()
+            .enumerate()
+            .map(|(i, a)| cand(&i.to_string(), &i.to_string(), now - a * DAY_MS, None))
+            .collect();
+        let out = rank(candidates, &Profile::default(), now, 3);
+        assert_eq!(ids(&out), ["1", "4", "3"]);
+        assert!(rank(vec![cand("a", "s", 0, None)], &Profile::default(), 0, 0).is_empty());
+    }
+
+    #[test]
     fn dismissed_items_are_never_returned() {
         let profile = Profile { dismissed: ["x".to_string()].into_iter().collect(), ..Default::default() };
-        let out = rank(vec![cand("x", "a", 5, None), cand("y", "a", 1, None)], &profile, 10);
-        assert_eq!(out.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["y"]);
+        let out = rank(vec![cand("x", "a", 5, None), cand("y", "a", 1, None)], &profile, 10, 10);
+        assert_eq!(out.iter().map(|r| &*r.id).collect::<Vec<_>>(), ["y"]);
     }
 
     #[test]
     fn mismatched_dimensions_and_nan_do_not_break_ranking() {
         let profile = Profile { liked: vec![vec![1.0, 0.0, 0.0], vec![f32::NAN, 0.0]], ..Default::default() };
-        let out = rank(vec![cand("a", "s", 0, Some(vec![1.0, 0.0]))], &profile, 0);
+        let out = rank(vec![cand("a", "s", 0, Some(vec![1.0, 0.0]))], &profile, 0, 10);
         assert_eq!(out[0].similarity, 0.0);
         assert!(out[0].score.is_finite());
     }
@@ -236,25 +291,25 @@ mod tests {
     fn no_more_than_two_in_a_row_and_stable() {
         let items =
             vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "a"), r("5", "b"), r("6", "b"), r("7", "c")];
-        let out = diversify_by(items, |x| x.source.as_str());
+        let out = diversify_by(items, |x| &*x.source);
         assert_eq!(sources(&out), "aabaabc");
-        assert_eq!(out.iter().map(|x| x.id.as_str()).collect::<String>(), "1253467");
+        assert_eq!(out.iter().map(|x| &*x.id).collect::<String>(), "1253467");
     }
 
     #[test]
     fn already_diverse_order_is_kept() {
         let items = vec![r("1", "a"), r("2", "b"), r("3", "a"), r("4", "a"), r("5", "b")];
-        let out = diversify_by(items.clone(), |x| x.source.as_str());
+        let out = diversify_by(items.clone(), |x| &*x.source);
         assert_eq!(out, items);
     }
 
     #[test]
     fn impossible_rest_goes_to_the_end() {
         let items = vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "b"), r("5", "a"), r("6", "a")];
-        let out = diversify_by(items, |x| x.source.as_str());
+        let out = diversify_by(items, |x| &*x.source);
         assert_eq!(sources(&out), "aabaaa");
         assert_eq!(out.len(), 6);
-        assert!(diversify_by(Vec::<Ranked>::new(), |x| x.source.as_str()).is_empty());
+        assert!(diversify_by(Vec::<Ranked>::new(), |x| &*x.source).is_empty());
     }
 
     #[test]
@@ -262,7 +317,7 @@ mod tests {
         use tidal::{Signal, SignalKind};
         let dir = tempfile::tempdir().expect("tempdir");
         let options = tidal::Options { durability: tidal::Durability::None, ..Default::default() };
-        let db = Db::open(dir.path(), options).expect("open");
+        let db = tidal::Db::open(dir.path(), options).expect("open");
         let write = |item: &str, kind| db.write(Signal::new("u", item, kind)).expect("write");
         write("liked", SignalKind::Like);
         write("skipped", SignalKind::Skip);
@@ -272,13 +327,13 @@ mod tests {
             _ => Some(vec![0.0, 1.0]),
         };
         let exclude: HashSet<String> = ["excluded".to_string()].into_iter().collect();
-        let profile = profile_from_tidal(&db, "u", &exclude, embedding);
+        let profile = profile_from_tidal(&db, "u", &exclude, embedding).expect("profile");
         assert_eq!(profile.liked, vec![vec![1.0, 0.0]]);
         assert_eq!(profile.negatives.len(), 2);
         let ids = ["skipped", "disliked", "excluded", "near", "far"];
         let candidates = ids.iter().map(|id| cand(id, "s", 0, embedding(id))).collect();
-        let out = rank(candidates, &profile, 0);
-        assert_eq!(out.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["near", "far"]);
+        let out = rank(candidates, &profile, 0, 10);
+        assert_eq!(out.iter().map(|r| &*r.id).collect::<Vec<_>>(), ["near", "far"]);
         assert!(out[0].similarity > out[1].similarity);
     }
 }

@@ -116,7 +116,7 @@ fn feed_impressions_with_propensities_are_in_tidal_once() {
         ArmCandidates { arm: "blog".into(), items: (0..4).map(|i| format!("blog-{i}")).collect() },
         ArmCandidates { arm: "news".into(), items: (0..4).map(|i| format!("news-{i}")).collect() },
     ];
-    let posteriors = read_posteriors(&db, user, &["blog", "news"]);
+    let posteriors = read_posteriors(&db, user, &["blog", "news"]).expect("posteriors");
     assert_eq!(posteriors, vec![Posterior::default(); 2]);
     let mut rng = StdRng::seed_from_u64(SEED);
     let feed = plan_feed(&arms, &posteriors, 6, &mut rng);
@@ -139,7 +139,7 @@ fn feed_impressions_with_propensities_are_in_tidal_once() {
         assert_eq!(attrs["policy"], POLICY_THOMPSON);
     }
     let blog_shown = feed.iter().filter(|s| s.source == "blog").count() as u64;
-    assert_eq!(read_counts(&db, user, "blog").impressions, blog_shown);
+    assert_eq!(read_counts(&db, user, "blog").expect("counts").impressions, blog_shown);
 
     // A like in the same context rewards the arm and joins its impression in the logs.
     let liked = &feed[0];
@@ -148,7 +148,7 @@ fn feed_impressions_with_propensities_are_in_tidal_once() {
             .expect("feedback");
     db.write_batch(signals).expect("write feedback");
     let arm = if liked.source == "blog" { 0 } else { 1 };
-    let after = read_posteriors(&db, user, &["blog", "news"]);
+    let after = read_posteriors(&db, user, &["blog", "news"]).expect("posteriors");
     assert_eq!(after[arm].alpha, posteriors[arm].alpha + 1.0);
     let logs = read_logs(&db).expect("read logs");
     assert_eq!(logs.impressions.len(), feed.len());

@@ -29,7 +29,7 @@
 //! [`counter_user_id`] = `forage-arms:{user}` (a separate user so the counters never crowd
 //! the real user's bounded history ring, nor show up among their hard negatives).
 //! [`log_impressions`] and [`feedback_signals`] write the real signal and the counter signal
-//! together; [`read_posteriors`] reads the counters' per-kind counts with `Db::item`.
+//! together; [`read_posteriors`] reads the counters' per-kind counts with [`TidalAccess::item_counts`].
 //! The two may live on different shards: a crash between them can lose one counter update,
 //! which shifts a posterior by one observation and never corrupts anything.
 
@@ -39,7 +39,9 @@ pub mod thompson;
 
 use std::collections::BTreeMap;
 
-use tidal::{Ack, Db, Signal, SignalKind};
+use tidal::{Ack, Signal, SignalKind};
+
+use crate::store::{StoreError, TidalAccess};
 
 pub use ips::{EvalReport, LoggedImpression, Logs, evaluate, read_logs};
 pub use thompson::{ArmCandidates, SlotChoice, allocate_slots, arm_probabilities, choose_arm, plan_feed};
@@ -75,7 +77,7 @@ pub enum BanditError {
     InvalidInput { field: String, reason: String },
     /// Tidal refused or failed the write or read.
     #[error(transparent)]
-    Tidal(#[from] tidal::Error),
+    Store(#[from] StoreError),
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> BanditError {
@@ -138,19 +140,23 @@ pub fn counter_user_id(user: &str) -> String {
 }
 
 /// The counts of `(user, arm)` as Tidal holds them now (zero when never seen).
-pub fn read_counts(db: &Db, user: &str, arm: &str) -> ArmCounts {
-    let Some(view) = db.item(&arm_item_id(user, arm)) else { return ArmCounts::default() };
-    let count = |kind: &SignalKind| view.state.count(kind).max(0) as u64;
-    ArmCounts {
+pub fn read_counts(store: &dyn TidalAccess, user: &str, arm: &str) -> Result<ArmCounts, StoreError> {
+    let counts = store.item_counts(&arm_item_id(user, arm))?;
+    let count = |kind: &SignalKind| counts.get(kind);
+    Ok(ArmCounts {
         impressions: count(&SignalKind::Impression),
         rewards: count(&SignalKind::Like) + count(&SignalKind::Click),
         negatives: count(&SignalKind::Skip) + count(&SignalKind::Dislike),
-    }
+    })
 }
 
 /// The posterior of every arm, in the order given.
-pub fn read_posteriors(db: &Db, user: &str, arms: &[&str]) -> Vec<Posterior> {
-    arms.iter().map(|arm| posterior_from_counts(read_counts(db, user, arm))).collect()
+pub fn read_posteriors(
+    store: &dyn TidalAccess,
+    user: &str,
+    arms: &[&str],
+) -> Result<Vec<Posterior>, StoreError> {
+    arms.iter().map(|arm| Ok(posterior_from_counts(read_counts(store, user, arm)?))).collect()
 }
 
 /// One item shown in a feed.
@@ -177,7 +183,7 @@ fn check_context(context: &str) -> Result<(), BanditError> {
 /// retried request logs once), plus one counter impression per item (see the module docs).
 /// Everything is validated before anything is written.
 pub fn log_impressions(
-    db: &Db,
+    store: &dyn TidalAccess,
     user: &str,
     context: &str,
     policy: &str,
@@ -209,7 +215,7 @@ pub fn log_impressions(
         signals.push(impression);
         signals.push(counter);
     }
-    Ok(db.write_batch(signals)?)
+    Ok(store.write(signals)?)
 }
 
 /// The signals to write for a piece of feedback (`kind` like, click, skip or dislike) on an

@@ -11,13 +11,20 @@
 //!   in parallel but writes here sequentially.
 
 mod items;
+mod labels;
 pub mod schema;
+mod stamps;
 
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use items::{Item, NewItem, content_hash, item_id};
+pub use items::{Item, NewItem, UPSERT_ITEMS_MAX, content_hash, item_id};
+pub use labels::{
+    EmbeddedItem, ItemLabel, LABEL_EXAMPLE_BYTES_MAX, LABEL_EXAMPLES_MAX, LABEL_NAME_BYTES_MAX, LABELS_MAX,
+    Label, LabelPatch, LabelSpec, PENDING_ITEMS_MAX,
+};
+pub use stamps::ItemStamp;
 
 /// Default refresh interval of a new source.
 pub const INTERVAL_S_DEFAULT: i64 = 3600;
@@ -44,6 +51,12 @@ pub enum CatalogError {
     InvalidInput { field: &'static str, reason: String },
     #[error("no such source: {id}")]
     NoSuchSource { id: i64 },
+    #[error("no such label: {id}")]
+    NoSuchLabel { id: i64 },
+    #[error("no such item: {id}")]
+    NoSuchItem { id: String },
+    #[error("conflict: {what}")]
+    Conflict { what: String },
 }
 
 /// A coarse class of [`CatalogError`], for callers that act on it (the HTTP layer).
@@ -52,6 +65,7 @@ pub enum CatalogError {
 pub enum CatalogErrorKind {
     InvalidInput,
     NotFound,
+    Conflict,
     Corruption,
     Unavailable,
 }
@@ -61,7 +75,10 @@ impl CatalogError {
     pub fn kind(&self) -> CatalogErrorKind {
         match self {
             CatalogError::InvalidInput { .. } => CatalogErrorKind::InvalidInput,
-            CatalogError::NoSuchSource { .. } => CatalogErrorKind::NotFound,
+            CatalogError::NoSuchSource { .. }
+            | CatalogError::NoSuchLabel { .. }
+            | CatalogError::NoSuchItem { .. } => CatalogErrorKind::NotFound,
+            CatalogError::Conflict { .. } => CatalogErrorKind::Conflict,
             CatalogError::Corrupt { .. } | CatalogError::TooNew { .. } => CatalogErrorKind::Corruption,
             CatalogError::Sqlite(_) => CatalogErrorKind::Unavailable,
         }

@@ -13,7 +13,7 @@ use super::CatalogError;
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// The migration steps in order; `STEPS[n]` migrates version `n` to `n + 1`.
-const STEPS: &[Step] = &[step_1_sources_items_fts, step_2_labels_embeddings];
+const STEPS: &[Step] = &[step_1_sources_items_fts, step_2_labels_embeddings, step_3_label_feedback];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
@@ -113,5 +113,19 @@ fn step_2_labels_embeddings(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             vector BLOB NOT NULL,
             PRIMARY KEY (item_id, model)
         );",
+    )
+}
+
+fn step_3_label_feedback(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE label_feedback (
+            label_id INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+            item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            confirm INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (label_id, item_id)
+        );
+        CREATE INDEX label_feedback_item ON label_feedback(item_id);
+        CREATE INDEX item_labels_label ON item_labels(label_id);",
     )
 }

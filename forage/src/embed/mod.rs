@@ -21,6 +21,7 @@
 pub mod bert;
 pub mod install;
 pub mod lexical;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 

@@ -79,8 +79,28 @@ pub fn refresh_sources(
     sources: &[Source],
     now_ms: i64,
 ) -> Vec<RefreshReport> {
-    let results = fetch_all(fetcher, sources);
-    sources.iter().zip(results).map(|(source, result)| apply(catalog, source, result, now_ms)).collect()
+    let fetches = fetch_sources(fetcher, sources);
+    apply_fetches(catalog, sources, fetches, now_ms)
+}
+
+/// The result of fetching one source, not yet applied to the catalog.
+pub struct FetchResult(Result<Outcome, SourceError>);
+
+/// Fetches and parses `sources` in parallel without touching the catalog, so a caller that
+/// shares the catalog can fetch without holding it and then [`apply_fetches`] under its lock.
+pub fn fetch_sources(fetcher: &HttpFetcher, sources: &[Source]) -> Vec<FetchResult> {
+    fetch_all(fetcher, sources).into_iter().map(FetchResult).collect()
+}
+
+/// Applies fetch results (from [`fetch_sources`] of the same `sources`, in order) to the
+/// catalog: new items, the fetch time, validators and the source's error.
+pub fn apply_fetches(
+    catalog: &mut Catalog,
+    sources: &[Source],
+    fetches: Vec<FetchResult>,
+    now_ms: i64,
+) -> Vec<RefreshReport> {
+    sources.iter().zip(fetches).map(|(source, fetch)| apply(catalog, source, fetch.0, now_ms)).collect()
 }
 
 fn fetch_all(fetcher: &HttpFetcher, sources: &[Source]) -> Vec<Result<Outcome, SourceError>> {
