@@ -21,10 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use forage::embed::{
-    BertEmbedder, EMBEDDING_DIMS, Embedder, LexicalEmbedder, default_model_dir, install_model,
-    verify_model_dir,
-};
+use forage::embed::{BertEmbedder, Embedder, LexicalEmbedder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -45,14 +42,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FORAGE_MODEL_DIR").filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        verify_model_dir(&dir, Some(EMBEDDING_DIMS))
-            .unwrap_or_else(|e| panic!("FORAGE_MODEL_DIR={} is not a usable model: {e}", dir.display()));
-        return dir;
-    }
-    let dir = default_model_dir().expect("neither XDG_CACHE_HOME nor HOME is set: cannot place the model");
-    install_model(&dir).unwrap_or_else(|e| panic!("installing the model into {} failed: {e}", dir.display()))
+    forage::embed::model_dir_or_install().unwrap_or_else(|e| panic!("no usable sentence model: {e}"))
 }
 
 const TOPICS: [&str; 12] = [

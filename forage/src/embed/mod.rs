@@ -26,7 +26,7 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 
 pub use bert::BertEmbedder;
-pub use install::{default_model_dir, install_model, verify_model_dir};
+pub use install::{MODEL_DIR_ENV, default_model_dir, install_model, model_dir_or_install, verify_model_dir};
 pub use lexical::LexicalEmbedder;
 
 /// Dimensions of the all-MiniLM-L6-v2 embedding, and of the lexical fallback so that both

@@ -14,9 +14,7 @@
 //!   the server stamps with its own clock;
 //! - [`TidalAccess::read_logs`] is unsupported (the raw history is not served); evaluate on
 //!   the store's data directory instead;
-//! - plain `http://` only: this build of the HTTP client has no TLS, so an `https://` base is
-//!   refused up front (put Tidal behind a local TLS-terminating proxy if it must cross a
-//!   network).
+//! - `http://` or `https://` (rustls with the webpki roots).
 //!
 //! Errors map by status: 4xx is [`StoreError::Refused`] (nothing was stored: a bad signal, a
 //! wrong token), except 408, 429 and 409 `export_busy`, which like 5xx and transport
@@ -108,15 +106,10 @@ impl RemoteTidal {
     /// token. Nothing is sent until the first call; [`RemoteTidal::check`] probes it.
     pub fn new(base: &str, token: Option<String>) -> Result<RemoteTidal, StoreError> {
         let base = base.trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            // ureq is built without a TLS provider (see the workspace's Cargo.toml): every call
-            // would fail, so say so now rather than at the first request.
-            return Err(StoreError::Unsupported(format!(
-                "tidal url `{base}`: https is not built in; use http:// (behind a TLS proxy if needed)"
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(StoreError::Refused(format!(
+                "tidal url `{base}` must start with http:// or https://"
             )));
-        }
-        if !base.starts_with("http://") {
-            return Err(StoreError::Refused(format!("tidal url `{base}` must start with http://")));
         }
         Ok(RemoteTidal {
             base,
@@ -359,7 +352,7 @@ mod tests {
     #[test]
     fn bad_base_urls_are_refused() {
         assert!(RemoteTidal::new("localhost:7390", None).is_err());
-        assert!(matches!(RemoteTidal::new("https://tidal.example", None), Err(StoreError::Unsupported(_))));
+        assert!(RemoteTidal::new("https://tidal.example", None).is_ok());
         assert!(RemoteTidal::new("http://127.0.0.1:7390/", None).is_ok());
     }
 
