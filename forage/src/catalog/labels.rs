@@ -52,12 +52,19 @@ pub struct Label {
     pub id: i64,
     pub name: String,
     pub examples: Vec<String>,
+    #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
     pub created_ms: i64,
     /// Items the user confirmed for this label.
     pub confirmed: usize,
     /// Items the user rejected for this label.
     pub rejected: usize,
+}
+
+/// Writes an f32 as the shortest decimal that reads back as it (`0.28`, not
+/// `0.2800000011920929`, which a plain widening to f64 would print).
+fn short_f32<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(x.to_string().parse::<f64>().unwrap_or(f64::from(*x)))
 }
 
 /// A label assigned to an item.

@@ -80,14 +80,7 @@ async fn openapi() -> Response {
 
 async fn require_token(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
     let Some(token) = state.token.as_deref() else { return next.run(request).await };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim());
-    match presented {
+    match tidal::server::auth::bearer_credentials(request.headers()) {
         Some(p) if tidal::server::auth::constant_time_eq(token.as_bytes(), p.as_bytes()) => {
             next.run(request).await
         }

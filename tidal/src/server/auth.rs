@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -23,19 +23,22 @@ pub async fn require_token(State(state): State<Arc<AppState>>, request: Request,
     if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim());
-    match presented {
+    match bearer_credentials(request.headers()) {
         Some(presented) if constant_time_eq(token.as_bytes(), presented.as_bytes()) => {
             next.run(request).await
         }
         _ => ApiError::unauthorized().into_response(),
     }
+}
+
+/// The credentials of the request's `Authorization: Bearer …` header, if it has one.
+pub fn bearer_credentials(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim())
 }
 
 /// Equality whose running time depends on the lengths only, not on where bytes differ.
