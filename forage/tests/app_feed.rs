@@ -84,3 +84,24 @@ fn liked_topics_rise_in_the_ranking() {
     assert!(mean(true) > mean(false), "liked source {} vs others {}", mean(true), mean(false));
     app.shutdown();
 }
+
+#[test]
+fn a_new_feed_prefers_items_not_shown_lately() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    let feed = || app.feed(&FeedRequest { limit: Some(20), ..FeedRequest::default() }).expect("feed");
+    let ids = |page: &forage::app::FeedPage| page.items.iter().map(|i| i.item.id.clone()).collect::<Vec<_>>();
+    let first = ids(&feed());
+    let second = ids(&feed());
+    assert_eq!(second.len(), 20);
+    assert!(second.iter().all(|id| !first.contains(id)), "the second visit repeated the first page");
+    // One source has about 40 items: once they were all shown lately, pages fall back to
+    // them rather than come back short.
+    let source = Some(app.sources(None).expect("sources")[0].id);
+    for round in 0..4 {
+        let page =
+            app.feed(&FeedRequest { limit: Some(20), source, ..FeedRequest::default() }).expect("feed");
+        assert_eq!(page.items.len(), 20, "round {round}: a page came back short");
+    }
+    app.shutdown();
+}

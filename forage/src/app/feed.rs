@@ -32,6 +32,11 @@ pub const EXCLUDE_MAX: usize = 1000;
 pub const CANDIDATES_PER_ARM_MAX: usize = 2000;
 /// Contexts remembered for paging.
 pub const CONTEXTS_MAX: usize = 10_000;
+/// Items remembered per user as recently shown: a new feed prefers other items, so two
+/// visits in a row do not open on the same page.
+pub const RECENT_SHOWN_MAX: usize = 200;
+/// Users whose recently shown items are remembered (oldest user forgotten first).
+pub const RECENT_USERS_MAX: usize = 10_000;
 /// Most items shown in one context (over all its pages).
 pub const CONTEXT_ITEMS_MAX: usize = crate::bandit::FEED_SLOTS_MAX;
 
@@ -73,28 +78,59 @@ struct ContextState {
     next_position: u32,
 }
 
-/// The contexts remembered for paging.
+/// The contexts remembered for paging, and each user's recently shown items.
 #[derive(Default)]
 pub struct Contexts {
-    inner: Mutex<(HashMap<String, ContextState>, VecDeque<String>)>,
+    inner: Mutex<ContextsInner>,
+}
+
+#[derive(Default)]
+struct ContextsInner {
+    map: HashMap<String, ContextState>,
+    order: VecDeque<String>,
+    recent: HashMap<String, VecDeque<String>>,
+    recent_users: VecDeque<String>,
 }
 
 impl Contexts {
-    fn get(&self, context: &str) -> Option<ContextState> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.get(context).cloned()
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContextsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put(&self, context: String, state: ContextState) {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, order) = &mut *guard;
-        if map.insert(context.clone(), state).is_none() {
-            order.push_back(context);
+    fn get(&self, context: &str) -> Option<ContextState> {
+        self.lock().map.get(context).cloned()
+    }
+
+    /// Stores a context's state and remembers `shown` as the user's recently shown items.
+    fn put(&self, context: String, state: ContextState, shown: &[bandit::Shown]) {
+        let mut inner = self.lock();
+        let user = state.user.clone();
+        if inner.map.insert(context.clone(), state).is_none() {
+            inner.order.push_back(context);
         }
-        while order.len() > CONTEXTS_MAX {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
+        while inner.order.len() > CONTEXTS_MAX {
+            if let Some(old) = inner.order.pop_front() {
+                inner.map.remove(&old);
             }
         }
+        if !inner.recent.contains_key(&user) {
+            inner.recent_users.push_back(user.clone());
+        }
+        let recent = inner.recent.entry(user).or_default();
+        recent.extend(shown.iter().map(|s| s.item.clone()));
+        while recent.len() > RECENT_SHOWN_MAX {
+            recent.pop_front();
+        }
+        while inner.recent_users.len() > RECENT_USERS_MAX {
+            if let Some(old) = inner.recent_users.pop_front() {
+                inner.recent.remove(&old);
+            }
+        }
+    }
+
+    /// The items recently shown to `user`.
+    fn recent(&self, user: &str) -> HashSet<String> {
+        self.lock().recent.get(user).map(|r| r.iter().cloned().collect()).unwrap_or_default()
     }
 }
 
@@ -145,7 +181,14 @@ impl Forage {
         let profile = rank::profile_from_tidal(self.store.as_ref(), &user, &exclude, embedding)?;
         let now = super::now_ms().max(0) as u64;
         let t_profile = started.elapsed();
-        let (arms, scores) = arm_candidates(&index, slots, req.source, allowed.as_ref(), &profile, now);
+        // Prefer items not shown lately; fall back to them when too few others are left.
+        let recent = self.contexts.recent(&user);
+        let filter = Filter { source: req.source, allowed: allowed.as_ref(), avoid: &recent };
+        let (mut arms, mut scores) = arm_candidates(&index, slots, &filter, &profile, now);
+        if arms.iter().map(|a| a.items.len()).sum::<usize>() < slots && !recent.is_empty() {
+            let filter = Filter { avoid: &HashSet::new(), ..filter };
+            (arms, scores) = arm_candidates(&index, slots, &filter, &profile, now);
+        }
         let t_rank = started.elapsed();
         let arm_names: Vec<&str> = arms.iter().map(|a| a.arm.as_str()).collect();
         let posteriors = bandit::read_posteriors(self.store.as_ref(), &user, &arm_names)?;
@@ -162,7 +205,7 @@ impl Forage {
         state.next_position += shown.len() as u32;
         state.shown.extend(shown.iter().map(|s| s.item.clone()));
         let more = shown.len() == limit && state.shown.len() < CONTEXT_ITEMS_MAX;
-        self.contexts.put(context.clone(), state);
+        self.contexts.put(context.clone(), state, &shown);
         let items = self.feed_items(&shown, &scores)?;
         let elapsed = started.elapsed();
         tracing::debug!(
@@ -220,26 +263,36 @@ impl Forage {
     }
 }
 
+/// Which candidates a request may see besides the profile's dismissals.
+#[derive(Clone, Copy)]
+struct Filter<'a> {
+    /// Only this source.
+    source: Option<i64>,
+    /// Only these items (a label filter).
+    allowed: Option<&'a HashSet<String>>,
+    /// Not these items (recently shown).
+    avoid: &'a HashSet<String>,
+}
+
 /// The ranked candidates of every source that has some, and every candidate's score.
 fn arm_candidates(
     index: &CandidateIndex,
     slots: usize,
-    only_source: Option<i64>,
-    allowed: Option<&HashSet<String>>,
+    filter: &Filter<'_>,
     profile: &rank::Profile,
     now_ms: u64,
 ) -> (Vec<ArmCandidates>, HashMap<String, f64>) {
     let mut arms = Vec::new();
     let mut scores = HashMap::new();
     for (source_id, entries) in &index.by_source {
-        if only_source.is_some_and(|s| s != *source_id) {
+        if filter.source.is_some_and(|s| s != *source_id) {
             continue;
         }
         let arm: Arc<str> = Arc::from(source_id.to_string());
         let candidates: Vec<Candidate> = entries
             .iter()
-            .filter(|e| !profile.dismissed.contains(&*e.id))
-            .filter(|e| allowed.is_none_or(|a| a.contains(&*e.id)))
+            .filter(|e| !profile.dismissed.contains(&*e.id) && !filter.avoid.contains(&*e.id))
+            .filter(|e| filter.allowed.is_none_or(|a| a.contains(&*e.id)))
             .take(CANDIDATES_PER_ARM_MAX)
             .map(|e| Candidate {
                 id: e.id.clone(),
