@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use tidal::export::{ExportFormat, ExportOptions, Hooks, ItemTextProvider, MinedNegatives};
+use tidal::export::{
+    ExportFormat, ExportOptions, Hooks, ItemTextProvider, MinedNegatives, PromptBuilder, PromptContext,
+};
 
 use super::index::CandidateIndex;
 use super::{AppError, Forage};
@@ -52,6 +54,21 @@ struct Texts(HashMap<String, String>);
 impl ItemTextProvider for Texts {
     fn text(&self, item: &str) -> Option<String> {
         self.0.get(item).cloned()
+    }
+}
+
+/// Prompts that name the user and the titles (not the whole texts) of what they chose
+/// earlier in the same feed page: `User me. Earlier in this feed they chose: A; B.`
+struct Prompts(HashMap<String, String>);
+
+impl PromptBuilder for Prompts {
+    fn prompt(&self, context: &PromptContext<'_>) -> String {
+        if context.earlier_items.is_empty() {
+            return format!("User {}. Nothing chosen earlier in this feed.", context.user);
+        }
+        let titles: Vec<&str> =
+            context.earlier_items.iter().map(|id| self.0.get(*id).map_or(*id, String::as_str)).collect();
+        format!("User {}. Earlier in this feed they chose: {}.", context.user, titles.join("; "))
     }
 }
 
@@ -94,9 +111,9 @@ impl Forage {
         if !(0.0..=1.0).contains(&req.test_fraction) {
             return Err(AppError::invalid("test_fraction", "must be within 0..=1"));
         }
-        let texts = {
+        let (texts, prompts) = {
             let catalog = self.catalog();
-            let mut texts = HashMap::new();
+            let (mut texts, mut titles) = (HashMap::new(), HashMap::new());
             let mut offset = 0;
             loop {
                 let page = catalog.list_items(None, offset, crate::catalog::PAGE_ITEMS_MAX)?;
@@ -104,9 +121,12 @@ impl Forage {
                     break;
                 }
                 offset += page.len();
-                texts.extend(page.into_iter().map(|i| (i.id, item_text(&i.title, &i.summary))));
+                for i in page {
+                    texts.insert(i.id.clone(), item_text(&i.title, &i.summary));
+                    titles.insert(i.id, i.title);
+                }
             }
-            Texts(texts)
+            (Texts(texts), Prompts(titles))
         };
         let miner = Miner { index: self.candidate_index()? };
         let options = ExportOptions {
@@ -117,7 +137,12 @@ impl Forage {
             exported_at_ms: super::now_ms().max(0) as u64,
             ..ExportOptions::default()
         };
-        let hooks = Hooks { item_text: Some(&texts), mined: Some(&miner), ..Hooks::default() };
+        let hooks = Hooks {
+            item_text: Some(&texts),
+            prompt: Some(&prompts),
+            mined: Some(&miner),
+            ..Hooks::default()
+        };
         let mut filter = RowFilter { out, line: Vec::new(), summary: ExportSummary::default() };
         self.store.export_jsonl(&mut filter, &options, &hooks)?;
         filter.finish().map_err(|e| AppError::Unavailable(format!("writing the export: {e}")))
@@ -200,6 +225,23 @@ mod tests {
         let mined = miner.mine("u", &["chosen"], &|id| id == "seen");
         assert_eq!(mined, ["close", "mid"]);
         assert!(miner.mine("u", &["unknown"], &|_| false).is_empty());
+    }
+
+    #[test]
+    fn prompts_name_earlier_titles() {
+        let prompts = Prompts([("a".to_string(), "Alpha".to_string())].into_iter().collect());
+        let context = |items: &'static [&'static str]| PromptContext {
+            user: "me",
+            session: "-",
+            context: Some("ctx-1"),
+            earlier_items: items,
+            earlier_texts: &[],
+        };
+        assert_eq!(prompts.prompt(&context(&[])), "User me. Nothing chosen earlier in this feed.");
+        assert_eq!(
+            prompts.prompt(&context(&["a", "b"])),
+            "User me. Earlier in this feed they chose: Alpha; b."
+        );
     }
 
     #[test]
