@@ -157,21 +157,7 @@ impl Forage {
         let started = std::time::Instant::now();
         let limit = check_request(req)?;
         let user = self.user_or_default(req.user.as_deref())?.to_owned();
-        let (context, mut state) = match &req.cursor {
-            Some(cursor) => {
-                let state = self.contexts.get(cursor).filter(|s| s.user == user).ok_or_else(|| {
-                    AppError::invalid("cursor", "unknown or expired cursor; request a new feed without one")
-                })?;
-                (cursor.clone(), state)
-            }
-            None => {
-                let id = format!(
-                    "ctx-{:016x}",
-                    self.rng.lock().unwrap_or_else(|p| p.into_inner()).random::<u64>()
-                );
-                (id, ContextState { user: user.clone(), ..ContextState::default() })
-            }
-        };
+        let (context, mut state) = self.open_context(req.cursor.as_deref(), &user)?;
         let slots = limit.min(CONTEXT_ITEMS_MAX.saturating_sub(state.shown.len()));
         let index = self.candidate_index()?;
         let allowed = self.filter_set(req)?;
@@ -218,6 +204,25 @@ impl Forage {
         );
         self.metrics.feed(elapsed);
         Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items })
+    }
+
+    /// The context a request continues (its cursor) or a new one.
+    fn open_context(&self, cursor: Option<&str>, user: &str) -> Result<(String, ContextState), AppError> {
+        match cursor {
+            Some(cursor) => {
+                let state = self.contexts.get(cursor).filter(|s| s.user == user).ok_or_else(|| {
+                    AppError::invalid("cursor", "unknown or expired cursor; request a new feed without one")
+                })?;
+                Ok((cursor.to_owned(), state))
+            }
+            None => {
+                let id = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random::<u64>();
+                Ok((
+                    format!("ctx-{id:016x}"),
+                    ContextState { user: user.to_owned(), ..ContextState::default() },
+                ))
+            }
+        }
     }
 
     /// The candidate index for the catalog as it is now.
