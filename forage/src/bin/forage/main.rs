@@ -29,25 +29,25 @@ pub enum EmbedderChoice {
     Lexical,
 }
 
-/// Options every command shares.
+/// Options every command shares (accepted before or after a subcommand's own words).
 #[derive(Args, Clone, Debug)]
 pub struct Common {
     /// Folder for the catalog and the embedded Tidal store.
-    #[arg(long, env = "FORAGE_DATA_DIR", default_value = "forage-data")]
+    #[arg(long, global = true, env = "FORAGE_DATA_DIR", default_value = "forage-data")]
     pub data_dir: PathBuf,
     /// Use a remote `tidal serve` at this URL instead of the embedded store.
-    #[arg(long, env = "FORAGE_TIDAL_URL")]
+    #[arg(long, global = true, env = "FORAGE_TIDAL_URL")]
     pub tidal_url: Option<String>,
     /// Bearer token of the remote Tidal.
-    #[arg(long, env = "FORAGE_TIDAL_TOKEN")]
+    #[arg(long, global = true, env = "FORAGE_TIDAL_TOKEN")]
     pub tidal_token: Option<String>,
-    #[arg(long, value_enum, env = "FORAGE_EMBEDDER", default_value = "auto")]
+    #[arg(long, global = true, value_enum, env = "FORAGE_EMBEDDER", default_value = "auto")]
     pub embedder: EmbedderChoice,
     /// A BERT-style sentence-transformers folder (default: the cache folder `model install` fills).
-    #[arg(long, env = "FORAGE_MODEL_DIR")]
+    #[arg(long, global = true, env = "FORAGE_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
     /// The user the command acts for.
-    #[arg(long, env = "FORAGE_USER", default_value = forage::app::USER_DEFAULT)]
+    #[arg(long, global = true, env = "FORAGE_USER", default_value = forage::app::USER_DEFAULT)]
     pub user: String,
 }
 
