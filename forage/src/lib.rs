@@ -2,11 +2,13 @@
 //! sources into a SQLite catalog, explores sources with a multi-armed bandit, ranks items,
 //! and stores every impression and piece of feedback as Tidal signals.
 //!
-//! Built so far: [`sources`] (RSS, Atom, JSON Feed over HTTP with conditional GET, files,
-//! Markdown folders, OPML), the SQLite [`catalog`] (migrations, dedup, FTS5), the Thompson
-//! sampling [`bandit`] with impression logging and offline IPS evaluation, [`rank`], and
-//! [`embed`] (all-MiniLM-L6-v2 in candle, with a lexical fallback).
-//! Next (see the open issue): labels, the HTTP API, the web UI and the CLI.
+//! Layers, bottom up: [`sources`] (RSS, Atom, JSON Feed over HTTP with conditional GET,
+//! files, Markdown folders, OPML), the SQLite [`catalog`] (migrations, dedup, FTS5, labels,
+//! embeddings), [`embed`] (all-MiniLM-L6-v2 in candle, a lexical fallback, the background
+//! worker), [`labels`] (prototypes refined by feedback, evaluation), [`bandit`] (Thompson
+//! sampling, impression logging, offline IPS evaluation), [`rank`], [`store`] (Tidal embedded
+//! or over HTTP), [`app`] (every operation of the product), [`server`] (the JSON API and the
+//! embedded web UI). The `forage` binary is the CLI over [`app`].
 
 pub mod app;
 pub mod bandit;
