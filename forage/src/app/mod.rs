@@ -27,7 +27,7 @@ mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,8 +139,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The user requests are for unless they name one.
     pub user: String,
-    /// Run the background work: the refresh schedule and the embedding worker. Off for
-    /// one-shot CLI commands, which embed in the foreground with a progress bar.
+    /// Start the background work at once: the refresh schedule and the embedding worker.
+    /// Off for one-shot CLI commands, which embed in the foreground with a progress bar, and
+    /// for set-up that embeds in the foreground first ([`Forage::start_background`] later).
     pub background: bool,
     /// Options of the HTTP feed fetcher.
     pub fetch: FetchOptions,
@@ -178,7 +179,7 @@ pub struct Forage {
     store: Arc<dyn TidalAccess>,
     embedder: Arc<dyn Embedder>,
     fetcher: HttpFetcher,
-    worker: Option<EmbedWorker>,
+    worker: OnceLock<EmbedWorker>,
     index: index::IndexCache,
     contexts: feed::Contexts,
     rng: Mutex<StdRng>,
@@ -202,7 +203,6 @@ impl Forage {
         })?;
         check_user(&config.user)?;
         let catalog = Arc::new(Mutex::new(Catalog::open(&catalog_path(&config.data_dir))?));
-        let worker = config.background.then(|| EmbedWorker::spawn(catalog.clone(), embedder.clone()));
         let rng = match config.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -214,7 +214,7 @@ impl Forage {
             store,
             embedder,
             fetcher,
-            worker,
+            worker: OnceLock::new(),
             index: index::IndexCache::default(),
             contexts: feed::Contexts::default(),
             rng: Mutex::new(rng),
@@ -224,10 +224,21 @@ impl Forage {
             scheduler: Mutex::new(None),
         });
         if forage.config.background {
-            sources::start_schedule(&forage);
+            forage.start_background();
         }
-        forage.notify_worker();
         Ok(forage)
+    }
+
+    /// Starts the embedding worker and the refresh schedule (once; later calls do nothing).
+    pub fn start_background(self: &Arc<Self>) {
+        let mut started = false;
+        self.worker.get_or_init(|| {
+            started = true;
+            EmbedWorker::spawn(self.catalog.clone(), self.embedder.clone())
+        });
+        if started {
+            sources::start_schedule(self);
+        }
     }
 
     /// The default user.
@@ -268,11 +279,11 @@ impl Forage {
 
     /// The embedding worker's state (the default state without background work).
     pub fn worker_status(&self) -> crate::embed::worker::WorkerStatus {
-        self.worker.as_ref().map(EmbedWorker::status).unwrap_or_default()
+        self.worker.get().map(EmbedWorker::status).unwrap_or_default()
     }
 
     fn notify_worker(&self) {
-        if let Some(worker) = &self.worker {
+        if let Some(worker) = self.worker.get() {
             worker.notify();
         }
     }
@@ -285,7 +296,7 @@ impl Forage {
             handle.thread().unpark();
             let _ = handle.join();
         }
-        if let Some(worker) = &self.worker {
+        if let Some(worker) = self.worker.get() {
             worker.shutdown();
         }
     }

@@ -16,7 +16,9 @@ use crate::{Common, LabelsAction, ServeOpts, SourcesAction};
 /// `forage demo`: embedded Tidal, bundled samples, labels, embeddings, then the UI.
 pub fn demo(common: &Common, serve_opts: &ServeOpts, no_serve: bool) -> Result<()> {
     let embedder = embedder(common, true)?;
-    let app = open_app(common, embedder, !no_serve)?;
+    // Background work starts after set-up, so the worker does not embed what the foreground
+    // pass below is embedding.
+    let app = open_app(common, embedder, false)?;
     let sources = demo::install_samples(&app)?;
     embed_with_progress(&app)?;
     demo::install_sample_labels(&app)?;
@@ -40,6 +42,7 @@ pub fn demo(common: &Common, serve_opts: &ServeOpts, no_serve: bool) -> Result<(
         app.shutdown();
         return Ok(());
     }
+    app.start_background();
     serve_app(app, serve_opts)
 }
 
