@@ -157,29 +157,51 @@ pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: us
 
 /// Reorders `items` so that no more than [`SAME_SOURCE_RUN_MAX`] in a row share a source,
 /// otherwise keeping their order: each position takes the earliest remaining item that does
-/// not extend a too-long run. When no remaining item can be placed (every one is from the
-/// source of the current run), the rest is appended in its order: the rule then fails only
-/// in that tail, and no item is ever dropped.
+/// not extend a too-long run, unless the source with the most items left needs this
+/// position (with `o` other items left, `r` items of one source fit only if
+/// `r <= SAME_SOURCE_RUN_MAX * (o + 1)`; spending a separator now must keep that true).
+/// When no remaining item can be placed (every one is from the source of the current run),
+/// the rest is appended in its order: the rule then fails only in that tail, and no item is
+/// ever dropped.
 pub fn diversify_by<T>(items: Vec<T>, source: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut left: HashMap<String, usize> = HashMap::new();
+    for t in &items {
+        *left.entry(source(t).to_owned()).or_insert(0) += 1;
+    }
     let mut pending: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let mut out: Vec<T> = Vec::with_capacity(pending.len());
     let mut start = 0;
     while start < pending.len() {
         let blocked: Option<String> = run_source(&out, &source);
-        let pick = pending[start..]
-            .iter()
-            .position(|p| p.as_ref().is_some_and(|t| blocked.as_deref() != Some(source(t))))
-            .map(|i| start + i);
+        let need = needy_source(&left, pending.len() - out.len()).filter(|d| blocked.as_deref() != Some(d));
+        let allowed = |t: &T| match &need {
+            Some(d) => source(t) == d,
+            None => blocked.as_deref() != Some(source(t)),
+        };
+        let pick = pending[start..].iter().position(|p| p.as_ref().is_some_and(allowed)).map(|i| start + i);
         let Some(i) = pick else {
             out.extend(pending.drain(start..).flatten());
             break;
         };
-        out.extend(pending[i].take());
+        if let Some(t) = pending[i].take() {
+            if let Some(n) = left.get_mut(source(&t)) {
+                *n -= 1;
+            }
+            out.push(t);
+        }
         while start < pending.len() && pending[start].is_none() {
             start += 1;
         }
     }
     out
+}
+
+/// The source that must take the next position: the one with the most items left, when
+/// placing any other item now would leave it more items than the other items can separate.
+fn needy_source(left: &HashMap<String, usize>, remaining: usize) -> Option<String> {
+    let (dominant, r) = left.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+    let others = remaining - r;
+    (*r > SAME_SOURCE_RUN_MAX * others && others > 0).then(|| dominant.clone())
 }
 
 /// The source the next item must not have: the source of the last
@@ -319,6 +341,18 @@ mod tests {
         let out = diversify_by(items, |x| &*x.source);
         assert_eq!(sources(&out), "aabaabc");
         assert_eq!(out.iter().map(|x| &*x.id).collect::<String>(), "1253467");
+    }
+
+    #[test]
+    fn separators_are_saved_for_the_dominant_source() {
+        // Plain greedy placement spends the others early: "aabcadeaaa".
+        let order = [("1", "a"), ("2", "a"), ("3", "b"), ("4", "c"), ("5", "a"), ("6", "d"), ("7", "e")];
+        let mut items: Vec<Ranked> = order.iter().map(|(id, s)| r(id, s)).collect();
+        items.extend([r("8", "a"), r("9", "a"), r("10", "a")]);
+        let out = diversify_by(items, |x| &*x.source);
+        let s = sources(&out);
+        assert_eq!(s.len(), 10);
+        assert!(!s.contains("aaa"), "{s}");
     }
 
     #[test]

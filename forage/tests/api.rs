@@ -208,6 +208,8 @@ fn items_search_labels_and_sources() {
     assert_eq!(app.put("/v1/labels/abc", &json!({})).0, 400);
 
     // Sources: list, add (file), add a missing file (error recorded), bad scheme, refresh, remove, import.
+    let (_, stats) = app.get("/v1/stats");
+    assert_eq!(stats["embedded"], stats["items"], "the demo embeds every item before serving: {stats}");
     let (_, list) = app.get("/v1/sources");
     let sources = list["sources"].as_array().expect("sources").clone();
     assert!(sources.len() >= 6 && sources.iter().all(|s| s["posterior"]["alpha"].as_f64() == Some(1.0)));

@@ -105,3 +105,32 @@ fn a_new_feed_prefers_items_not_shown_lately() {
     }
     app.shutdown();
 }
+
+#[test]
+fn no_page_has_three_in_a_row_from_one_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    // Skew the arms: like everything from one source, so Thompson sampling favours it.
+    let page = app.feed(&FeedRequest { limit: Some(40), ..FeedRequest::default() }).expect("feed");
+    let favourite = page.items[0].item.source_id;
+    for item in page.items.iter().filter(|i| i.item.source_id == favourite) {
+        let like = FeedbackRequest {
+            item: item.item.id.clone(),
+            kind: "like".into(),
+            context: Some(page.context.clone()),
+            ..FeedbackRequest::default()
+        };
+        app.feedback(&like).expect("like");
+    }
+    for limit in [3, 5, 10, 20] {
+        for _ in 0..10 {
+            let page = app.feed(&FeedRequest { limit: Some(limit), ..FeedRequest::default() }).expect("feed");
+            let sources: Vec<i64> = page.items.iter().map(|i| i.item.source_id).collect();
+            assert!(
+                sources.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
+                "limit {limit}: {sources:?}"
+            );
+        }
+    }
+    app.shutdown();
+}

@@ -42,6 +42,7 @@ pub struct FeedbackTotals {
 pub struct Stats {
     pub user: String,
     pub items: usize,
+    /// Items with an embedding from the current model.
     pub embedded: u64,
     pub model: String,
     pub store: String,
@@ -81,9 +82,10 @@ impl Forage {
     /// Arm posteriors and feedback totals of a user.
     pub fn stats(&self, user: Option<&str>) -> Result<Stats, AppError> {
         let user = self.user_or_default(user)?.to_owned();
-        let (sources, items) = {
+        let (sources, items, pending) = {
             let catalog = self.catalog();
-            (catalog.list_sources()?, catalog.count_items(None)?)
+            let pending = catalog.count_items_without_embedding(self.embedder.name())?;
+            (catalog.list_sources()?, catalog.count_items(None)?, pending)
         };
         let mut arms = Vec::with_capacity(sources.len());
         let mut feedback = FeedbackTotals::default();
@@ -117,7 +119,7 @@ impl Forage {
         Ok(Stats {
             user,
             items,
-            embedded: self.worker_status().embedded_total,
+            embedded: items.saturating_sub(pending) as u64,
             model: self.embedder.name().to_owned(),
             store: self.store.describe(),
             arms,

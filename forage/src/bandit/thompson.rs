@@ -80,6 +80,10 @@ pub struct SlotChoice {
 /// Allocates up to `slots` slots (at most [`FEED_SLOTS_MAX`]): for each, one Thompson round
 /// among the arms that still have items (`capacity[i]` items for arm `i`; arms past
 /// [`ARMS_MAX`] are ignored). Stops early when every arm is exhausted.
+///
+/// When several arms have items, one arm gets at most [`arm_share_max`] of the slots, so the
+/// page can be arranged with no more than [`crate::rank::SAME_SOURCE_RUN_MAX`] items of one
+/// source in a row; the cap is lifted only when the other arms run out of items.
 pub fn allocate_slots<R: Rng + ?Sized>(
     posteriors: &[Posterior],
     capacity: &[usize],
@@ -92,8 +96,14 @@ pub fn allocate_slots<R: Rng + ?Sized>(
     // Posteriors do not change within one request, so the propensities only change when
     // an arm runs out: recompute them then, not every slot.
     let mut cached: Option<(Vec<bool>, Vec<f64>)> = None;
+    let share_max = if left.iter().filter(|n| **n > 0).count() > 1 { arm_share_max(slots) } else { slots };
+    let mut taken = vec![0usize; left.len()];
     for _ in 0..slots {
-        let available: Vec<bool> = left.iter().map(|n| *n > 0).collect();
+        let mut available: Vec<bool> =
+            left.iter().zip(&taken).map(|(n, t)| *n > 0 && *t < share_max).collect();
+        if !available.contains(&true) {
+            available = left.iter().map(|n| *n > 0).collect();
+        }
         let Some(arm) = choose_arm(posteriors, &available, rng) else { break };
         if cached.as_ref().is_none_or(|(a, _)| *a != available) {
             let probs = arm_probabilities(posteriors, &available, rng, PROPENSITY_DRAWS);
@@ -102,9 +112,18 @@ pub fn allocate_slots<R: Rng + ?Sized>(
         // `arm` was available, so `left[arm] > 0` and `arm < probs.len()`.
         let propensity = cached.as_ref().map_or(1.0, |(_, probs)| probs[arm]);
         left[arm] -= 1;
+        taken[arm] += 1;
         choices.push(SlotChoice { arm, propensity });
     }
     choices
+}
+
+/// Most of `slots` one arm may fill so that the others can still separate its items into
+/// runs of at most [`crate::rank::SAME_SOURCE_RUN_MAX`]: the largest `c` with
+/// `c <= RUN_MAX * (slots - c + 1)`.
+pub fn arm_share_max(slots: usize) -> usize {
+    let run = crate::rank::SAME_SOURCE_RUN_MAX;
+    (run * (slots + 1)) / (run + 1)
 }
 
 /// One arm's candidates for a feed, best first (as [`crate::rank::rank`] ordered them).
@@ -185,6 +204,18 @@ mod tests {
         assert!(choices.iter().all(|c| c.propensity > 0.0 && c.propensity <= 1.0));
         // The last slot had one arm left: it was certain.
         assert_eq!(choices.last().map(|c| c.propensity), Some(1.0));
+    }
+
+    #[test]
+    fn one_strong_arm_leaves_room_for_separators() {
+        assert_eq!((arm_share_max(10), arm_share_max(20), arm_share_max(1)), (7, 14, 1));
+        let mut rng = StdRng::seed_from_u64(6);
+        let posteriors = [Posterior { alpha: 500.0, beta: 1.0 }, Posterior { alpha: 1.0, beta: 500.0 }];
+        let choices = allocate_slots(&posteriors, &[50, 50], 10, &mut rng);
+        assert_eq!(choices.iter().filter(|c| c.arm == 0).count(), 7);
+        // With too few others, the cap gives way rather than leave slots empty.
+        let choices = allocate_slots(&posteriors, &[50, 1], 10, &mut rng);
+        assert_eq!(choices.len(), 10);
     }
 
     #[test]
