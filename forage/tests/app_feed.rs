@@ -19,6 +19,19 @@ fn open(dir: &std::path::Path) -> Arc<Forage> {
     app
 }
 
+/// Likes the items of `page` from `source` (at most `n`), in the page's context.
+fn like_source(app: &Forage, page: &forage::app::FeedPage, source: i64, n: usize) {
+    for item in page.items.iter().filter(|i| i.item.source_id == source).take(n) {
+        let like = FeedbackRequest {
+            item: item.item.id.clone(),
+            kind: "like".into(),
+            context: Some(page.context.clone()),
+            ..FeedbackRequest::default()
+        };
+        app.feedback(&like).expect("like");
+    }
+}
+
 #[test]
 fn impressions_with_propensities_are_in_tidal_after_a_feed_request() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -66,15 +79,7 @@ fn liked_topics_rise_in_the_ranking() {
     // inside the feed's candidates (similarity to liked items).
     let page = app.feed(&FeedRequest { limit: Some(40), ..FeedRequest::default() }).expect("feed");
     let source = page.items[0].item.source_id;
-    for item in page.items.iter().filter(|i| i.item.source_id == source).take(5) {
-        let like = FeedbackRequest {
-            item: item.item.id.clone(),
-            kind: "like".into(),
-            context: Some(page.context.clone()),
-            ..FeedbackRequest::default()
-        };
-        app.feedback(&like).expect("like");
-    }
+    like_source(&app, &page, source, 5);
     let next = app.feed(&FeedRequest { limit: Some(30), ..FeedRequest::default() }).expect("feed");
     let mean = |same: bool| {
         let scores: Vec<f64> =
@@ -113,15 +118,7 @@ fn no_page_has_three_in_a_row_from_one_source() {
     // Skew the arms: like everything from one source, so Thompson sampling favours it.
     let page = app.feed(&FeedRequest { limit: Some(40), ..FeedRequest::default() }).expect("feed");
     let favourite = page.items[0].item.source_id;
-    for item in page.items.iter().filter(|i| i.item.source_id == favourite) {
-        let like = FeedbackRequest {
-            item: item.item.id.clone(),
-            kind: "like".into(),
-            context: Some(page.context.clone()),
-            ..FeedbackRequest::default()
-        };
-        app.feedback(&like).expect("like");
-    }
+    like_source(&app, &page, favourite, usize::MAX);
     for limit in [3, 5, 10, 20] {
         for _ in 0..10 {
             let page = app.feed(&FeedRequest { limit: Some(limit), ..FeedRequest::default() }).expect("feed");
