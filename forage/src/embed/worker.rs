@@ -63,6 +63,10 @@ fn lock(catalog: &Mutex<Catalog>) -> MutexGuard<'_, Catalog> {
     catalog.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Pending items read at once: sorted by text length and cut into batches of
+/// [`BATCH_TEXTS_MAX`], so each batch holds texts of similar length (less padding).
+pub const WINDOW_ITEMS: usize = 8 * BATCH_TEXTS_MAX;
+
 /// [`embed_pending`] that stops after the current batch once `stop` is set.
 fn embed_pending_until(
     catalog: &Mutex<Catalog>,
@@ -80,32 +84,39 @@ fn embed_pending_until(
     let prototypes = Prototypes::build_shared(catalog, embedder)?;
     let mut total = pending_at_start;
     let mut after_seq = i64::MIN;
-    while !stop.load(Ordering::Relaxed) {
-        let batch = lock(catalog).items_without_embedding(&report.model, after_seq, BATCH_TEXTS_MAX)?;
-        let Some((last_seq, _, _)) = batch.last() else { break };
+    'window: while !stop.load(Ordering::Relaxed) {
+        let mut window = lock(catalog).items_without_embedding(&report.model, after_seq, WINDOW_ITEMS)?;
+        let Some((last_seq, _, _)) = window.last() else { break };
         after_seq = *last_seq;
-        let texts: Vec<&str> = batch.iter().map(|(_, _, text)| text.as_str()).collect();
-        let vectors = embedder.embed(&texts)?;
-        if vectors.len() != batch.len() {
-            let reason = format!("{} vectors for {} texts", vectors.len(), batch.len());
-            return Err(LabelError::Embed(EmbedError::Model(reason)));
-        }
-        let rows: Vec<EmbeddedItem> = batch
-            .into_iter()
-            .zip(vectors)
-            .map(|((_, item_id, _), vector)| {
-                let labels = prototypes.assign(&item_id, &vector);
-                EmbeddedItem { item_id, vector, labels }
-            })
-            .collect();
-        let stored = lock(catalog).put_embeddings_with_labels(&report.model, &rows)?;
-        report.batches += 1;
-        report.embedded += stored;
-        report.labelled += rows.iter().map(|r| r.labels.len()).sum::<usize>();
-        total = total.max(report.embedded);
-        progress(EmbedProgress { done: report.embedded, total });
-        if stored < rows.len() {
-            tracing::debug!(batch = rows.len(), stored, "items removed while they were embedded");
+        // Texts of similar length batch together, so a batch pads little.
+        window.sort_by_key(|(_, _, text)| text.len());
+        for batch in window.chunks(BATCH_TEXTS_MAX) {
+            if stop.load(Ordering::Relaxed) {
+                break 'window;
+            }
+            let texts: Vec<&str> = batch.iter().map(|(_, _, text)| text.as_str()).collect();
+            let vectors = embedder.embed(&texts)?;
+            if vectors.len() != batch.len() {
+                let reason = format!("{} vectors for {} texts", vectors.len(), batch.len());
+                return Err(LabelError::Embed(EmbedError::Model(reason)));
+            }
+            let rows: Vec<EmbeddedItem> = batch
+                .iter()
+                .zip(vectors)
+                .map(|((_, item_id, _), vector)| {
+                    let labels = prototypes.assign(item_id, &vector);
+                    EmbeddedItem { item_id: item_id.clone(), vector, labels }
+                })
+                .collect();
+            let stored = lock(catalog).put_embeddings_with_labels(&report.model, &rows)?;
+            report.batches += 1;
+            report.embedded += stored;
+            report.labelled += rows.iter().map(|r| r.labels.len()).sum::<usize>();
+            total = total.max(report.embedded);
+            progress(EmbedProgress { done: report.embedded, total });
+            if stored < rows.len() {
+                tracing::debug!(batch = rows.len(), stored, "items removed while they were embedded");
+            }
         }
     }
     report.elapsed = start.elapsed();

@@ -153,3 +153,49 @@ fn a_failing_pass_is_reported_in_status() {
     assert_eq!(Arc::strong_count(&catalog), 1, "drop joins the thread");
     assert_eq!(catalog.lock().expect("lock").count_items_without_embedding("failing").expect("count"), 3);
 }
+
+/// Records the text lengths of every batch it is given.
+#[derive(Default)]
+struct LengthRecorder {
+    batches: Mutex<Vec<Vec<usize>>>,
+}
+
+impl Embedder for LengthRecorder {
+    fn dims(&self) -> usize {
+        LexicalEmbedder::new().dims()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.batches.lock().expect("batches").push(texts.iter().map(|t| t.len()).collect());
+        LexicalEmbedder::new().embed(texts)
+    }
+    fn name(&self) -> &str {
+        "lengths"
+    }
+}
+
+#[test]
+fn batches_hold_texts_of_similar_length() {
+    let mut cat = Catalog::open_in_memory().expect("open");
+    let src = cat.add_source("file:///lengths", "file", 60, 0).expect("source");
+    // Lengths jump around in insertion order: 7 * i mod 97 words.
+    let n = BATCH_TEXTS_MAX * 4;
+    let items: Vec<NewItem> = (0..n)
+        .map(|i| NewItem {
+            guid: Some(format!("l-{i}")),
+            title: format!("item {i}"),
+            summary: "word ".repeat(1 + (7 * i) % 97),
+            ..NewItem::default()
+        })
+        .collect();
+    cat.upsert_items(src, &items, 1).expect("upsert");
+    let catalog = Mutex::new(cat);
+    let recorder = LengthRecorder::default();
+    let report = embed_pending(&catalog, &recorder, &|_| {}).expect("embed");
+    assert_eq!(report.embedded, n);
+    let batches = recorder.batches.into_inner().expect("batches");
+    assert_eq!(batches.len(), 4);
+    for pair in batches.windows(2) {
+        let (longest, shortest) = (pair[0].iter().max(), pair[1].iter().min());
+        assert!(longest <= shortest, "batches overlap in length: {:?} then {:?}", pair[0], pair[1]);
+    }
+}
