@@ -281,6 +281,11 @@ fn auth_body_limit_and_export() {
     assert!(rows.iter().any(|r| r["negative_source"] == "mined"), "no mined negatives: {text}");
     let (status, v) = app.get("/v1/export?format=csv");
     assert_eq!((status, code(&v)), (400, "invalid_input"));
+    let (status, v) = app.get("/v1/export?test_fraction=2");
+    assert_eq!(
+        (status, code(&v), v["error"]["field"].as_str()),
+        (400, "invalid_input", Some("test_fraction"))
+    );
 }
 
 const EXTRA_FEED: &str = r#"<?xml version="1.0"?>

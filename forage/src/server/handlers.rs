@@ -18,9 +18,6 @@ use crate::app::{AppError, ExportRequest, FeedRequest, FeedbackRequest, Forage, 
 
 type Answer = Result<Response, ApiError>;
 
-/// Largest export answered over HTTP (the CLI has no limit).
-pub const EXPORT_BYTES_MAX: usize = 256 * 1024 * 1024;
-
 /// Runs `f` on the blocking pool.
 async fn run<T, F>(state: &ServerState, f: F) -> Result<T, ApiError>
 where
@@ -271,25 +268,6 @@ pub struct ExportParams {
     seed: Option<u64>,
 }
 
-/// A writer that refuses to grow past a limit.
-struct Capped(Vec<u8>);
-
-impl std::io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > EXPORT_BYTES_MAX {
-            return Err(std::io::Error::other(format!(
-                "export above {EXPORT_BYTES_MAX} bytes: use `forage export` instead"
-            )));
-        }
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 pub async fn export(
     State(state): State<Arc<ServerState>>,
     q: Result<Query<ExportParams>, QueryRejection>,
@@ -307,18 +285,21 @@ pub async fn export(
     let mut req = ExportRequest { format, ..ExportRequest::default() };
     req.test_fraction = p.test_fraction.unwrap_or(req.test_fraction);
     req.seed = p.seed.unwrap_or(0);
-    let (bytes, summary) = run(&state, move |app| {
-        let mut out = Capped(Vec::new());
-        let summary = app.export(&req, &mut out)?;
-        Ok((out.0, summary))
-    })
-    .await?;
+    if !(0.0..=1.0).contains(&req.test_fraction) {
+        let message = format!("test_fraction {} is not within 0..=1", req.test_fraction);
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message).field("test_fraction"));
+    }
+    // Streamed: memory stays at a few chunks whatever the export's size.
+    let app = state.app.clone();
+    let body = tidal::server::stream::streaming_body(move |out| {
+        app.export(&req, out)
+            .map(|summary| tracing::info!(rows = summary.rows, "export served"))
+            .map_err(|e| e.to_string())
+    });
     let disposition = format!("attachment; filename=\"forage-{}.jsonl\"", format.as_str());
-    let rows = summary.rows.to_string();
     let headers = [
         (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
         (header::CONTENT_DISPOSITION, disposition),
-        (header::HeaderName::from_static("x-forage-rows"), rows),
     ];
-    Ok((headers, bytes).into_response())
+    Ok((headers, body).into_response())
 }

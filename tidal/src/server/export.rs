@@ -8,29 +8,20 @@
 //! after the headers went out can only cut the body short: check the row count, or use
 //! `tidal export`, which writes a file atomically.
 
-use std::io::{self, Write};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
 use super::reads::token_of;
+use super::stream::streaming_body;
 use crate::export::{ExportFormat, ExportOptions, FileFormat, Hooks, export_to_writer};
-
-/// Bytes the exporter buffers before handing a chunk to the response.
-const CHUNK_BYTES: usize = 64 << 10;
-/// Chunks queued between the exporter and the client.
-const CHUNKS_QUEUED_MAX: usize = 16;
 
 /// Set while an export streams; exports are heavy, so they run one at a time.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -63,16 +54,11 @@ pub async fn export(
         ));
     }
     let seqs = token_of(&state.db.applied_seqs());
-    let (tx, rx) = mpsc::channel(CHUNKS_QUEUED_MAX);
     let db = state.db.clone();
-    tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK_BYTES) };
-        let outcome = export_to_writer(&db, writer, file_format, &options, &Hooks::default());
-        if let Err(error) = outcome {
-            tracing::warn!(%error, "export failed while streaming");
-            let _ = tx.blocking_send(Err(io::Error::other(error.to_string())));
-        }
+    let body = streaming_body(move |out| {
+        let outcome = export_to_writer(&db, out, file_format, &options, &Hooks::default());
         EXPORTING.store(false, Ordering::Release);
+        outcome.map(|_| ()).map_err(|e| e.to_string())
     });
     let (content_type, extension) = match file_format {
         FileFormat::Jsonl => ("application/x-ndjson", "jsonl"),
@@ -84,7 +70,7 @@ pub async fn export(
         (header::CONTENT_DISPOSITION, disposition),
         (header::HeaderName::from_static("x-tidal-seqs"), seqs),
     ];
-    Ok((headers, Body::from_stream(Chunks(rx))).into_response())
+    Ok((headers, body).into_response())
 }
 
 fn options_of(params: &ExportParams, now_ms: u64) -> Result<(ExportOptions, FileFormat), ApiError> {
@@ -116,54 +102,4 @@ fn options_of(params: &ExportParams, now_ms: u64) -> Result<(ExportOptions, File
     options.by_context_id = params.by_context_id.unwrap_or(false);
     options.validate().map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     Ok((options, file_format))
-}
-
-/// Buffers the exporter's output into chunks for the response body.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES)));
-        // The receiver is gone when the client disconnected: stop the export.
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK_BYTES {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-impl Drop for ChannelWriter {
-    fn drop(&mut self) {
-        let _ = self.send();
-    }
-}
-
-/// The channel's chunks as the body's stream.
-struct Chunks(mpsc::Receiver<io::Result<Bytes>>);
-
-impl futures_core::Stream for Chunks {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
 }

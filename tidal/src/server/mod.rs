@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod reads;
 pub mod routes;
+pub mod stream;
 
 use std::future::{Future, IntoFuture};
 use std::io;
