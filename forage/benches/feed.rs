@@ -161,7 +161,38 @@ fn main() {
     }
     report("app", samples);
     report("http", http_samples(app.clone(), requests));
+    report("app+rebuild", samples_during_rebuild(&app, &mut rng));
     app.shutdown();
+}
+
+/// Latencies of the 50 requests after 1,000 new items were embedded: the candidate index is
+/// rebuilt in the background meanwhile (from a second catalog connection), and requests
+/// keep the previous index until it is ready.
+fn samples_during_rebuild(app: &Arc<Forage>, rng: &mut StdRng) -> Vec<Duration> {
+    let now = forage::app::now_ms();
+    let fresh: Vec<NewItem> = (0..1000)
+        .map(|i| NewItem {
+            guid: Some(format!("fresh-{i}")),
+            url: Some(format!("https://bench.example/fresh/{i}")),
+            title: format!("{} fresh-{i}", text(rng, 4)),
+            summary: text(rng, 20),
+            published_ms: Some(now),
+            authors: Vec::new(),
+        })
+        .collect();
+    {
+        let mut catalog = app.catalog();
+        let source = catalog.add_source("file:///bench/fresh.xml", "file", 3600, now).expect("source");
+        catalog.upsert_items(source, &fresh, now).expect("upsert");
+    }
+    app.embed_pending(&|_| {}).expect("embed");
+    (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            app.feed(&FeedRequest::default()).expect("feed");
+            t.elapsed()
+        })
+        .collect()
 }
 
 /// Latencies of `GET /v1/feed` over loopback against the in-process server.

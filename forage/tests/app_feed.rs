@@ -131,3 +131,38 @@ fn no_page_has_three_in_a_row_from_one_source() {
     }
     app.shutdown();
 }
+
+#[test]
+fn new_items_reach_the_feed_and_removed_ones_leave_it_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    app.feed(&FeedRequest { limit: Some(5), ..FeedRequest::default() }).expect("feed builds the index");
+    let feed_file = dir.path().join("tides.xml");
+    let items: String = (0..12)
+        .map(|i| format!("<item><guid>t{i}</guid><title>Tide table {i}</title><description>Moon and ocean tides {i}.</description></item>"))
+        .collect();
+    std::fs::write(
+        &feed_file,
+        format!("<rss version=\"2.0\"><channel><title>Tides</title>{items}</channel></rss>"),
+    )
+    .expect("write feed");
+    let source = app.add_source(&format!("file://{}", feed_file.display()), None).expect("add").id;
+    app.embed_pending(&|_| {}).expect("embed");
+    // The index catches up in the background: the new source's items appear within seconds.
+    let only_new = FeedRequest { limit: Some(5), source: Some(source), ..FeedRequest::default() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if !app.feed(&only_new).expect("feed").items.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "new items never reached the feed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Removal is seen by the very next feed.
+    let removed = app.sources(None).expect("sources")[0].id;
+    app.remove_source(removed).expect("remove");
+    let page = app.feed(&FeedRequest { limit: Some(100), ..FeedRequest::default() }).expect("feed");
+    assert!(!page.items.is_empty());
+    assert!(page.items.iter().all(|i| i.item.source_id != removed), "a removed source's item was shown");
+    app.shutdown();
+}

@@ -227,9 +227,9 @@ impl Forage {
 
     /// The candidate index for the catalog as it is now.
     pub(crate) fn candidate_index(&self) -> Result<std::sync::Arc<CandidateIndex>, AppError> {
-        let generation = (self.generation.load(Ordering::SeqCst), self.worker_status().embedded_total);
-        let model = self.embedder.name().to_owned();
-        Ok(self.index.get(generation, || CandidateIndex::build(&self.catalog(), &model))?)
+        let soft = self.soft_generation.load(Ordering::SeqCst) + self.worker_status().embedded_total;
+        let generation = (self.generation.load(Ordering::SeqCst), soft);
+        Ok(self.index.get(generation, &self.index_source)?)
     }
 
     /// The ids a label filter allows (`None`: no label filter).

@@ -1,8 +1,10 @@
 //! The in-memory candidate index: every item's id, source, time and embedding, grouped by
 //! source newest first, so a feed request ranks from memory instead of reading the catalog.
-//! Rebuilt from the catalog when its generation (app changes, worker embeddings) moves on.
+//! Rebuilt when the catalog changes: at once after a removal, in the background (serving the
+//! previous index meanwhile) after additions and new embeddings; see [`IndexCache::get`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::{Catalog, CatalogError};
@@ -51,36 +53,103 @@ impl CandidateIndex {
     }
 }
 
-/// What the index was built from: the app's change counter and the worker's embedded count.
+/// What the index reflects: `(hard, soft)` change counters. A hard change (a source removed)
+/// makes the cached index unusable; a soft one (new items, new embeddings) only makes it
+/// incomplete, so it is served while a fresh one builds in the background.
 pub type Generation = (u64, u64);
 
-/// The current index and the generation it was built at.
-#[derive(Default)]
-pub struct IndexCache {
-    slot: Mutex<Option<(Generation, Arc<CandidateIndex>)>>,
+/// Where an index is built from: a second connection to the catalog file when there is one
+/// (so building never holds the app's catalog lock), else the shared catalog.
+#[derive(Clone)]
+pub struct IndexSource {
+    pub catalog: Arc<Mutex<Catalog>>,
+    pub path: Option<PathBuf>,
+    pub model: String,
 }
 
-impl IndexCache {
-    /// The index for `generation`, rebuilt with `build` when the cached one is older.
-    pub fn get(
-        &self,
-        generation: Generation,
-        build: impl FnOnce() -> Result<CandidateIndex, CatalogError>,
-    ) -> Result<Arc<CandidateIndex>, CatalogError> {
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, index)) = slot.as_ref()
-            && *g == generation
-        {
-            return Ok(index.clone());
-        }
+impl IndexSource {
+    fn build(&self) -> Result<CandidateIndex, CatalogError> {
         let started = std::time::Instant::now();
-        let index = Arc::new(build()?);
+        let index = match &self.path {
+            Some(path) => CandidateIndex::build(&Catalog::open(path)?, &self.model)?,
+            None => {
+                CandidateIndex::build(&self.catalog.lock().unwrap_or_else(|p| p.into_inner()), &self.model)?
+            }
+        };
         tracing::debug!(
             items = index.items,
             ms = started.elapsed().as_millis() as u64,
             "candidate index built"
         );
-        *slot = Some((generation, index.clone()));
         Ok(index)
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    built: Option<(Generation, Arc<CandidateIndex>)>,
+    rebuilding: bool,
+}
+
+/// The current index and the generation it was built at.
+#[derive(Default)]
+pub struct IndexCache {
+    slot: Mutex<Slot>,
+}
+
+impl IndexCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index for `generation`: the cached one when current; the cached one while a
+    /// background rebuild runs when only soft changes happened since; else built now.
+    pub fn get(
+        self: &Arc<Self>,
+        generation: Generation,
+        source: &IndexSource,
+    ) -> Result<Arc<CandidateIndex>, CatalogError> {
+        let mut slot = self.lock();
+        if let Some((built_at, index)) = &slot.built {
+            if *built_at == generation {
+                return Ok(index.clone());
+            }
+            if built_at.0 == generation.0 {
+                let index = index.clone();
+                if !slot.rebuilding {
+                    slot.rebuilding = true;
+                    self.rebuild_in_background(generation, source.clone());
+                }
+                return Ok(index);
+            }
+        }
+        drop(slot);
+        let index = Arc::new(source.build()?);
+        self.store(generation, index.clone());
+        Ok(index)
+    }
+
+    fn rebuild_in_background(self: &Arc<Self>, generation: Generation, source: IndexSource) {
+        let cache = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("forage-index".into()).spawn(move || {
+            let built = source.build();
+            cache.lock().rebuilding = false;
+            match built {
+                Ok(index) => cache.store(generation, Arc::new(index)),
+                Err(e) => tracing::warn!(error = %e, "candidate index rebuild failed"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the index rebuild");
+            self.lock().rebuilding = false;
+        }
+    }
+
+    /// Keeps `index` unless a newer one is cached already.
+    fn store(&self, generation: Generation, index: Arc<CandidateIndex>) {
+        let mut slot = self.lock();
+        if slot.built.as_ref().is_none_or(|(g, _)| *g <= generation) {
+            slot.built = Some((generation, index));
+        }
     }
 }

@@ -180,11 +180,14 @@ pub struct Forage {
     embedder: Arc<dyn Embedder>,
     fetcher: HttpFetcher,
     worker: OnceLock<EmbedWorker>,
-    index: index::IndexCache,
+    index: Arc<index::IndexCache>,
     contexts: feed::Contexts,
     rng: Mutex<StdRng>,
-    /// Bumped by every change to the catalog's items (the candidate index rebuilds on it).
+    /// Bumped when items leave the catalog (the candidate index is rebuilt before use).
     generation: Arc<AtomicU64>,
+    /// Bumped when items or embeddings arrive (the index is rebuilt in the background).
+    soft_generation: AtomicU64,
+    index_source: index::IndexSource,
     metrics: stats::Metrics,
     stop: Arc<AtomicBool>,
     scheduler: Mutex<Option<JoinHandle<()>>>,
@@ -208,6 +211,11 @@ impl Forage {
             None => StdRng::from_os_rng(),
         };
         let fetcher = HttpFetcher::new(config.fetch.clone());
+        let index_source = index::IndexSource {
+            catalog: catalog.clone(),
+            path: Some(catalog_path(&config.data_dir)),
+            model: embedder.name().to_owned(),
+        };
         let forage = Arc::new(Forage {
             config,
             catalog,
@@ -215,10 +223,12 @@ impl Forage {
             embedder,
             fetcher,
             worker: OnceLock::new(),
-            index: index::IndexCache::default(),
+            index: Arc::default(),
             contexts: feed::Contexts::default(),
             rng: Mutex::new(rng),
             generation: Arc::new(AtomicU64::new(0)),
+            soft_generation: AtomicU64::new(0),
+            index_source,
             metrics: stats::Metrics::default(),
             stop: Arc::new(AtomicBool::new(false)),
             scheduler: Mutex::new(None),
@@ -301,11 +311,16 @@ impl Forage {
         }
     }
 
-    /// Marks the catalog's items as changed (the candidate index rebuilds) and wakes the
-    /// embedding worker.
+    /// Marks items or embeddings as added (the candidate index catches up in the background)
+    /// and wakes the embedding worker.
     fn touch(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.soft_generation.fetch_add(1, Ordering::SeqCst);
         self.notify_worker();
+    }
+
+    /// Marks items as removed: the next feed waits for a fresh candidate index.
+    fn touch_removed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn user_or_default<'a>(&'a self, user: Option<&'a str>) -> Result<&'a str, AppError> {

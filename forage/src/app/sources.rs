@@ -80,7 +80,7 @@ impl Forage {
         if !self.catalog().remove_source(id)? {
             return Err(AppError::NotFound(format!("no source {id}")));
         }
-        self.touch();
+        self.touch_removed();
         Ok(())
     }
 
