@@ -166,3 +166,30 @@ fn new_items_reach_the_feed_and_removed_ones_leave_it_at_once() {
     assert!(page.items.iter().all(|i| i.item.source_id != removed), "a removed source's item was shown");
     app.shutdown();
 }
+
+#[test]
+fn concurrent_pages_of_one_cursor_log_every_impression() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    let first = app.feed(&FeedRequest { limit: Some(5), ..FeedRequest::default() }).expect("feed");
+    let cursor = first.next_cursor.clone().expect("cursor");
+    let pages: Vec<forage::app::FeedPage> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let req =
+                    FeedRequest { limit: Some(5), cursor: Some(cursor.clone()), ..FeedRequest::default() };
+                let app = &app;
+                s.spawn(move || app.feed(&req).expect("page"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut positions: Vec<u32> = pages.iter().flat_map(|p| p.items.iter().map(|i| i.position)).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), 20, "two pages shared positions");
+    assert!(positions.iter().all(|p| (5..25).contains(p)), "{positions:?}");
+    let logs = app.store().read_logs().expect("logs");
+    assert_eq!(logs.impressions.len(), 25, "an impression was lost to a key collision");
+    app.shutdown();
+}

@@ -97,15 +97,32 @@ impl Contexts {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, context: &str) -> Option<ContextState> {
-        self.lock().map.get(context).cloned()
+    /// Reserves the next `limit` positions of `user`'s context (fewer when the context is
+    /// nearly full): returns the first reserved position, the slots, and the items shown in
+    /// it so far. Reserving under the lock keeps two concurrent requests for the same cursor
+    /// from logging impressions at the same positions (their keys would collide).
+    fn reserve(&self, context: &str, user: &str, limit: usize) -> Option<(u32, usize, HashSet<String>)> {
+        let mut inner = self.lock();
+        let state = inner.map.get_mut(context).filter(|s| s.user == user)?;
+        let slots = limit.min(CONTEXT_ITEMS_MAX.saturating_sub(state.next_position as usize));
+        let start = state.next_position;
+        state.next_position += slots as u32;
+        Some((start, slots, state.shown.clone()))
     }
 
-    /// Stores a context's state and remembers `shown` as the user's recently shown items.
-    fn put(&self, context: String, state: ContextState, shown: &[bandit::Shown]) {
+    /// Records what a page of `context` showed (a new context is created), and remembers
+    /// the items as the user's recently shown ones.
+    fn put(&self, context: String, user: &str, next_position: u32, shown: &[bandit::Shown]) {
         let mut inner = self.lock();
-        let user = state.user.clone();
-        if inner.map.insert(context.clone(), state).is_none() {
+        let user = user.to_owned();
+        let mut created = false;
+        let state = inner.map.entry(context.clone()).or_insert_with(|| {
+            created = true;
+            ContextState { user: user.clone(), ..ContextState::default() }
+        });
+        state.shown.extend(shown.iter().map(|s| s.item.clone()));
+        state.next_position = state.next_position.max(next_position);
+        if created {
             inner.order.push_back(context);
         }
         while inner.order.len() > CONTEXTS_MAX {
@@ -157,12 +174,11 @@ impl Forage {
         let started = std::time::Instant::now();
         let limit = check_request(req)?;
         let user = self.user_or_default(req.user.as_deref())?.to_owned();
-        let (context, mut state) = self.open_context(req.cursor.as_deref(), &user)?;
-        let slots = limit.min(CONTEXT_ITEMS_MAX.saturating_sub(state.shown.len()));
+        let (context, start, slots, shown_before) = self.open_context(req.cursor.as_deref(), &user, limit)?;
         let index = self.candidate_index()?;
         let allowed = self.filter_set(req)?;
         let mut exclude: HashSet<String> = req.exclude.iter().cloned().collect();
-        exclude.extend(state.shown.iter().cloned());
+        exclude.extend(shown_before);
         let embedding = |id: &str| index.embedding(id).map(|e| e.to_vec());
         let profile = rank::profile_from_tidal(self.store.as_ref(), &user, &exclude, embedding)?;
         let now = super::now_ms().max(0) as u64;
@@ -183,15 +199,14 @@ impl Forage {
             bandit::plan_feed(&arms, &posteriors, slots, &mut *rng)
         };
         for s in &mut shown {
-            s.position += state.next_position;
+            s.position += start;
         }
         let t_plan = started.elapsed();
         bandit::log_impressions(self.store.as_ref(), &user, &context, POLICY_THOMPSON, &shown)?;
         let t_log = started.elapsed();
-        state.next_position += shown.len() as u32;
-        state.shown.extend(shown.iter().map(|s| s.item.clone()));
-        let more = shown.len() == limit && state.shown.len() < CONTEXT_ITEMS_MAX;
-        self.contexts.put(context.clone(), state, &shown);
+        let next_position = start + slots as u32;
+        let more = shown.len() == limit && (next_position as usize) < CONTEXT_ITEMS_MAX;
+        self.contexts.put(context.clone(), &user, next_position, &shown);
         let items = self.feed_items(&shown, &scores)?;
         let elapsed = started.elapsed();
         tracing::debug!(
@@ -206,21 +221,24 @@ impl Forage {
         Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items })
     }
 
-    /// The context a request continues (its cursor) or a new one.
-    fn open_context(&self, cursor: Option<&str>, user: &str) -> Result<(String, ContextState), AppError> {
+    /// The context a request continues (its cursor) or a new one, with the first position
+    /// and the number of slots reserved for this page, and the items the context showed.
+    fn open_context(
+        &self,
+        cursor: Option<&str>,
+        user: &str,
+        limit: usize,
+    ) -> Result<(String, u32, usize, HashSet<String>), AppError> {
         match cursor {
             Some(cursor) => {
-                let state = self.contexts.get(cursor).filter(|s| s.user == user).ok_or_else(|| {
+                let (start, slots, shown) = self.contexts.reserve(cursor, user, limit).ok_or_else(|| {
                     AppError::invalid("cursor", "unknown or expired cursor; request a new feed without one")
                 })?;
-                Ok((cursor.to_owned(), state))
+                Ok((cursor.to_owned(), start, slots, shown))
             }
             None => {
                 let id = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random::<u64>();
-                Ok((
-                    format!("ctx-{id:016x}"),
-                    ContextState { user: user.to_owned(), ..ContextState::default() },
-                ))
+                Ok((format!("ctx-{id:016x}"), 0, limit.min(CONTEXT_ITEMS_MAX), HashSet::new()))
             }
         }
     }
