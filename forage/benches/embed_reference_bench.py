@@ -20,34 +20,24 @@ Needs: numpy.
 import json
 import math
 import os
-import struct
 import sys
 import time
 
 import numpy as np
 
-DTYPES = {"F32": "<f4", "F16": "<f2"}
 ERF_P = np.float32(0.3275911)
 ERF_A = [np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)]
 MASK_NEG = np.float32(-1e9)
 
 
+# The safetensors reader of the embedding reference test (forage/tests/embed_reference.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from embed_reference import load_safetensors  # noqa: E402
+
+
 def read_weights(path):
-    """name -> float32 array, read from the safetensors layout (u64 header length, JSON header)."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    (header_len,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + header_len])
-    start_of_data = 8 + header_len
-    weights = {}
-    for name, meta in header.items():
-        if name == "__metadata__" or meta["dtype"] not in DTYPES:
-            continue
-        lo, hi = meta["data_offsets"]
-        dtype = np.dtype(DTYPES[meta["dtype"]])
-        arr = np.frombuffer(raw, dtype=dtype, count=(hi - lo) // dtype.itemsize, offset=start_of_data + lo)
-        weights[name.removeprefix("bert.")] = arr.reshape(meta["shape"]).astype(np.float32)
-    return weights
+    """name -> float32 array (the test's reader keeps float64 for its exact reference)."""
+    return {name: arr.astype(np.float32) for name, arr in load_safetensors(path).items()}
 
 
 class Model:

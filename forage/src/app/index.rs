@@ -58,24 +58,18 @@ impl CandidateIndex {
 /// incomplete, so it is served while a fresh one builds in the background.
 pub type Generation = (u64, u64);
 
-/// Where an index is built from: a second connection to the catalog file when there is one
-/// (so building never holds the app's catalog lock), else the shared catalog.
+/// Where an index is built from: a second connection to the catalog file, so building
+/// never holds the app's catalog lock.
 #[derive(Clone)]
 pub struct IndexSource {
-    pub catalog: Arc<Mutex<Catalog>>,
-    pub path: Option<PathBuf>,
+    pub path: PathBuf,
     pub model: String,
 }
 
 impl IndexSource {
     fn build(&self) -> Result<CandidateIndex, CatalogError> {
         let started = std::time::Instant::now();
-        let index = match &self.path {
-            Some(path) => CandidateIndex::build(&Catalog::open(path)?, &self.model)?,
-            None => {
-                CandidateIndex::build(&self.catalog.lock().unwrap_or_else(|p| p.into_inner()), &self.model)?
-            }
-        };
+        let index = CandidateIndex::build(&Catalog::open(&self.path)?, &self.model)?;
         tracing::debug!(
             items = index.items,
             ms = started.elapsed().as_millis() as u64,

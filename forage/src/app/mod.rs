@@ -211,11 +211,8 @@ impl Forage {
             None => StdRng::from_os_rng(),
         };
         let fetcher = HttpFetcher::new(config.fetch.clone());
-        let index_source = index::IndexSource {
-            catalog: catalog.clone(),
-            path: Some(catalog_path(&config.data_dir)),
-            model: embedder.name().to_owned(),
-        };
+        let index_source =
+            index::IndexSource { path: catalog_path(&config.data_dir), model: embedder.name().to_owned() };
         let forage = Arc::new(Forage {
             config,
             catalog,
