@@ -19,8 +19,8 @@ use forage::rank::profile_from_tidal;
 use forage::store::remote::RemoteTidal;
 use forage::store::{StoreError, TidalAccess};
 use serde_json::Value;
-use tidal::export::{ExportOptions, Hooks, ItemTextProvider};
 use tidal::{Db, Durability, Options, Signal, SignalKind};
+use tidal_export::{ExportOptions, Hooks, ItemTextProvider};
 
 use support_tidal::{TidalServer, dead_base};
 

@@ -18,14 +18,13 @@
 pub mod crdt;
 pub mod db;
 pub mod error;
-pub mod export;
 pub mod history;
 pub mod hlc;
 pub mod manifest;
 pub mod metrics;
 pub mod options;
 pub mod query;
-pub mod server;
+pub mod score;
 pub mod session;
 pub mod shard;
 pub mod signal;

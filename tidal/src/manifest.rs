@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::options::{Options, SHARDS_DEFAULT};
-use crate::query::score::HALF_LIFE_MS_DEFAULT;
+use crate::score::HALF_LIFE_MS_DEFAULT;
 use crate::wal::vfs::Vfs;
 
 /// Name of the manifest file in the data directory.

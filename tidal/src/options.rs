@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, MAX_SKEW_MS_DEFAULT, SystemClock};
-use crate::query::score::Weights;
+use crate::score::Weights;
 use crate::session::{IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT};
 use crate::signal::{CUSTOM_KINDS_MAX, KIND_NAME_BYTES_MAX, SignalKind};
 use crate::wal::vfs::{StdVfs, Vfs};

@@ -9,7 +9,7 @@
 //!   leaves the files as they were;
 //! - a damaged or truncated snapshot is skipped for an older one (or for the WAL from seq 1);
 //!   if the records that fallback needs are gone, opening fails with `Error::Snapshot`;
-//! - `tidal wal verify` and `tidal wal inspect` on sound and damaged stores.
+//! - (`tidal wal verify` and `inspect` are tested with the binary, in `tidal-cli/tests/wal_cli.rs`).
 //!
 //! Every store has one shard and 4 KiB segments, so a few hundred signals fill several
 //! segments of that one shard. Item `i{n}` gets exactly one Like (from user `u{n}`), so each
@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tidal::shard::snapshot;
 use tidal::wal::{WalError, segment_file_name};
@@ -407,33 +406,4 @@ fn truncated_snapshot_is_skipped() {
     }
     std::fs::write(&newer, &whole).unwrap();
     open_and_check(dir.path(), &acked, Some(snaps[1]), &[]);
-}
-
-fn tidal(args: &[&str], dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidal")).args(args).arg(dir).output().expect("run tidal");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().expect("exit code"), stdout)
-}
-
-#[test]
-fn cli_verify_and_inspect() {
-    let dir = tempfile::tempdir().unwrap();
-    store(dir.path(), 0..300);
-    let segs = segments(dir.path());
-    assert!(segs.len() >= 3);
-
-    let (code, out) = tidal(&["wal", "verify"], dir.path());
-    assert_eq!(code, 0, "verify on a sound store: {out}");
-    let (code, out) = tidal(&["wal", "inspect"], dir.path());
-    assert_eq!(code, 0, "inspect: {out}");
-    for seg in &segs {
-        assert!(out.contains(&file_name(seg)), "inspect lists {}: {out}", seg.display());
-    }
-
-    let target = batch_offsets(&segs[1])[2];
-    flip(&segs[1], target.mid_payload(), 4);
-    let (code, out) = tidal(&["wal", "verify"], dir.path());
-    assert_eq!(code, 1, "verify on a flipped bit: {out}");
-    assert!(out.contains(&file_name(&segs[1])), "names the segment: {out}");
-    assert!(out.contains(&format!("at offset {}", target.offset)), "names the offset: {out}");
 }

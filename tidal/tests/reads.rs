@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidal::hlc::{Clock, ManualClock};
-use tidal::query::score::Weights;
 use tidal::query::visibility::SeqToken;
+use tidal::score::Weights;
 use tidal::{Db, Error, Options, Signal, SignalKind};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use tidal::export::{
+use tidal_export::{
     ExportFormat, ExportOptions, Hooks, ItemTextProvider, MinedNegatives, PromptBuilder, PromptContext,
 };
 
@@ -43,7 +43,7 @@ impl Default for ExportRequest {
     fn default() -> Self {
         ExportRequest {
             format: ExportFormat::Dpo,
-            test_fraction: tidal::export::TEST_FRACTION_DEFAULT,
+            test_fraction: tidal_export::TEST_FRACTION_DEFAULT,
             seed: 0,
         }
     }

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidal::export::ExportFormat;
+use tidal_export::ExportFormat;
 
 use super::{ApiError, ServerState};
 use crate::app::{AppError, ExportRequest, FeedRequest, FeedbackRequest, Forage, LabelEdit, NewLabel};
@@ -291,11 +291,11 @@ pub async fn export(
     }
     // Streamed: memory stays at a few chunks whatever the export's size.
     let app = state.app.clone();
-    let body = tidal::server::stream::streaming_body(move |out| {
+    let body = axum::body::Body::from_stream(tidal_export::stream::spawn_producer(move |out| {
         app.export(&req, out)
             .map(|summary| tracing::info!(rows = summary.rows, "export served"))
             .map_err(|e| e.to_string())
-    });
+    }));
     let disposition = format!("attachment; filename=\"forage-{}.jsonl\"", format.as_str());
     let headers = [
         (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),

@@ -80,8 +80,9 @@ async fn openapi() -> Response {
 
 async fn require_token(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
     let Some(token) = state.token.as_deref() else { return next.run(request).await };
-    match tidal::server::auth::bearer_credentials(request.headers()) {
-        Some(p) if tidal::server::auth::constant_time_eq(token.as_bytes(), p.as_bytes()) => {
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match presented.and_then(tidal_client::auth::bearer_of) {
+        Some(p) if tidal_client::auth::constant_time_eq(token.as_bytes(), p.as_bytes()) => {
             next.run(request).await
         }
         _ => ApiError::unauthorized().into_response(),
@@ -131,6 +132,19 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). Installs the handlers now, so a signal that
+/// arrives before the future is polled is not lost; must be called inside a runtime.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("Ctrl-C: stopping"),
+        }
+    })
 }
 
 #[cfg(test)]

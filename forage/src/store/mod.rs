@@ -15,8 +15,8 @@ pub mod remote;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use tidal::export::{ExportOptions, FileFormat, Hooks};
 use tidal::{Ack, Db, Signal, SignalKind};
+use tidal_export::{ExportOptions, FileFormat, Hooks};
 
 use crate::bandit::ips::{self, Logs};
 
@@ -45,8 +45,8 @@ impl From<tidal::Error> for StoreError {
     }
 }
 
-impl From<tidal::export::ExportError> for StoreError {
-    fn from(e: tidal::export::ExportError) -> Self {
+impl From<tidal_export::ExportError> for StoreError {
+    fn from(e: tidal_export::ExportError) -> Self {
         match e.kind() {
             tidal::ErrorKind::InvalidInput => StoreError::Refused(e.to_string()),
             _ => StoreError::Unavailable(e.to_string()),
@@ -141,7 +141,7 @@ impl TidalAccess for Db {
         options: &ExportOptions,
         hooks: &Hooks<'_>,
     ) -> Result<ExportSummary, StoreError> {
-        let report = tidal::export::export_to_writer(self, out, FileFormat::Jsonl, options, hooks)?;
+        let report = tidal_export::export_to_writer(self, out, FileFormat::Jsonl, options, hooks)?;
         let s = report.rows_by_source;
         let by_source =
             [("explicit", s.explicit), ("implicit", s.implicit), ("history", s.history), ("mined", s.mined)];

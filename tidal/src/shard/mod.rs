@@ -5,6 +5,7 @@
 //! one or of the WAL from the start; if the records needed are gone, opening fails and says
 //! which seq is missing.
 
+pub mod applied;
 pub mod router;
 pub mod snapshot;
 pub mod state;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
 use crate::hlc::Hlc;
-use crate::query::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
+use crate::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
 use crate::session::{Ack, IdempotencyStore, SeqCheck, SessionState, check_seq};
 use crate::shard::router::stable_hash;
 use crate::signal::{SignalKind, SignalRef};

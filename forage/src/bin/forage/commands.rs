@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use forage::app::{ExportRequest, FeedRequest, Forage, LabelEdit, NewLabel, demo};
 use forage::embed::{default_model_dir, install_model};
 use forage::server::Server;
-use tidal::export::ExportFormat;
+use tidal_export::ExportFormat;
 
 use crate::setup::{embed_with_progress, embedder, open_app};
 use crate::{Common, LabelsAction, ServeOpts, SourcesAction};
@@ -69,7 +69,7 @@ fn serve_app(app: Arc<Forage>, opts: &ServeOpts) -> Result<()> {
         }
         println!("Forage UI: http://{addr}/");
         std::io::stdout().flush().ok();
-        let shutdown = tidal::server::shutdown_signal()?;
+        let shutdown = forage::server::shutdown_signal()?;
         server.serve(shutdown).await?;
         anyhow::Ok(())
     });

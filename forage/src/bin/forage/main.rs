@@ -123,7 +123,7 @@ enum Command {
         /// Output file (`-` for stdout).
         #[arg(long, short)]
         out: PathBuf,
-        #[arg(long, default_value_t = tidal::export::TEST_FRACTION_DEFAULT)]
+        #[arg(long, default_value_t = tidal_export::TEST_FRACTION_DEFAULT)]
         test_fraction: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
