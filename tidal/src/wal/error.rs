@@ -19,6 +19,29 @@ pub enum WalError {
     /// A record or batch too large for the format's length fields.
     #[error("{0}")]
     TooLarge(String),
+    /// An encoded batch refused by [`crate::wal::WalWriter::append_encoded`]; nothing was
+    /// written and the writer stays usable.
+    #[error("batch refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+/// Why an encoded batch cannot continue a shard's log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The bytes fail their checks (header or payload CRC, framing).
+    #[error("damaged batch: {0}")]
+    Damaged(#[from] crate::wal::BatchError),
+    #[error("{0} bytes follow the batch")]
+    TrailingBytes(usize),
+    /// The batch belongs to another shard (or, as a v1 batch, names none).
+    #[error("batch of shard {got:?}, this log is shard {expected}")]
+    WrongShard { expected: u32, got: Option<u32> },
+    /// The batch does not start at the log's next seq.
+    #[error("batch starts at seq {got}, the log's next seq is {expected}")]
+    NotNext { expected: u64, got: u64 },
+    #[error("empty batch")]
+    Empty,
 }
 
 impl WalError {

@@ -165,10 +165,26 @@ pub fn scan_shard_records<E: From<WalError>>(
     repair: Repair,
     mut on_record: impl FnMut(u64, Hlc, SignalRef<'_>) -> Result<(), E>,
 ) -> Result<ScanReport, E> {
+    scan_shard_origin_records(vfs, dir, shard, from_seq, repair, |_, seq, hlc, signal| {
+        on_record(seq, hlc, signal)
+    })
+}
+
+/// Like [`scan_shard_records`], also passing each record's origin: the node that wrote its
+/// batch (`None` for a v1 batch, whose header has no origin; the store's own node wrote it).
+pub fn scan_shard_origin_records<E: From<WalError>>(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    shard: u32,
+    from_seq: u64,
+    repair: Repair,
+    mut on_record: impl FnMut(Option<u32>, u64, Hlc, SignalRef<'_>) -> Result<(), E>,
+) -> Result<ScanReport, E> {
     let from_seq = from_seq.max(1);
     let mut process = |header: &BatchHeader, payload: &[u8]| {
+        let origin = (header.version != super::header::HEADER_VERSION_V1).then_some(header.origin_node);
         verify_records(header, payload, |seq, hlc, signal| {
-            if seq >= from_seq { on_record(seq, hlc, signal).map_err(Fault::User) } else { Ok(()) }
+            if seq >= from_seq { on_record(origin, seq, hlc, signal).map_err(Fault::User) } else { Ok(()) }
         })
     };
     Scanner { vfs, shard, from_seq, repair }.run(dir, &mut process)

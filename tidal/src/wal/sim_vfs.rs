@@ -300,6 +300,13 @@ impl Vfs for SimVfs {
         Ok(self.lock().inode_mut(path)?.data.clone())
     }
 
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut state = self.lock();
+        let data = &state.inode_mut(path)?.data;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        Ok(data[start..start.saturating_add(len).min(data.len())].to_vec())
+    }
+
     fn file_len(&self, path: &Path) -> io::Result<u64> {
         Ok(self.lock().inode_mut(path)?.data.len() as u64)
     }

@@ -17,6 +17,9 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// Opens an existing file for appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Up to `len` bytes of the file from `offset` (fewer at its end, none past it), so a
+    /// reader can tail a segment without reading the whole file.
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     fn file_len(&self, path: &Path) -> io::Result<u64>;
     /// Shortens a file to `len` bytes and makes the new length durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
@@ -100,6 +103,15 @@ impl Vfs for StdVfs {
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(path)?;
+        let available = file.metadata()?.len().saturating_sub(offset);
+        let mut buf = vec![0u8; len.min(usize::try_from(available).unwrap_or(usize::MAX))];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use crate::hlc::Hlc;
 use crate::signal::SignalRef;
-use crate::wal::WalError;
-use crate::wal::segment::{SegmentName, encode_batch_v2_into};
+use crate::wal::segment::{SegmentName, decode_batch, encode_batch_v2_into};
 use crate::wal::vfs::{Vfs, VfsFile};
+use crate::wal::{Refusal, WalError};
 
 /// What one [`WalWriter::append`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +138,44 @@ impl WalWriter {
             hlc_min: header.hlc_min,
             hlc_max: header.hlc_max,
             bytes: self.buf.len() as u64,
+        })
+    }
+
+    /// Appends one batch exactly as encoded elsewhere (a leader's batch shipped to a
+    /// follower): checks the header and payload CRCs and the framing, that the bytes are one
+    /// whole batch of this shard, and that it starts at [`Self::next_seq`]; then writes the
+    /// bytes unchanged with one `write_all` (rolling over first like [`Self::append`]). Does
+    /// not fsync. A refused batch ([`WalError::Refused`]) writes nothing and leaves the
+    /// writer usable; an I/O error poisons it.
+    pub fn append_encoded(&mut self, bytes: &[u8]) -> Result<BatchInfo, WalError> {
+        self.check_usable()?;
+        let (header, _, len) = decode_batch(bytes).map_err(Refusal::Damaged)?;
+        if len != bytes.len() {
+            return Err(Refusal::TrailingBytes(bytes.len() - len).into());
+        }
+        if header.shard_id != Some(self.shard) {
+            return Err(Refusal::WrongShard { expected: self.shard, got: header.shard_id }.into());
+        }
+        if header.first_seq != self.next_seq {
+            return Err(Refusal::NotNext { expected: self.next_seq, got: header.first_seq }.into());
+        }
+        if header.record_count == 0 {
+            return Err(Refusal::Empty.into());
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(bytes);
+        if let Err(e) = self.write_buf() {
+            self.poisoned = true;
+            self.buf.clear();
+            return Err(e);
+        }
+        self.next_seq = header.next_seq();
+        Ok(BatchInfo {
+            first_seq: header.first_seq,
+            record_count: header.record_count,
+            hlc_min: header.hlc_min,
+            hlc_max: header.hlc_max,
+            bytes: len as u64,
         })
     }
 
