@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use tidal::manifest::{MANIFEST_FILE, Manifest};
 use tidal::shard::snapshot;
-use tidal::shard::state::StateLimits;
 use tidal::wal::vfs::StdVfs;
 use tidal::wal::{Repair, ScanReport, WalError, list_segments, scan_shard_records};
 
@@ -124,12 +123,8 @@ fn inspect(data_dir: &Path, json: bool) -> Result<ExitCode> {
 fn verify(data_dir: &Path) -> Result<ExitCode> {
     let manifest = manifest(data_dir)?;
     let wal_dir = data_dir.join("wal");
-    let limits = StateLimits {
-        user_history_max: 0,
-        user_sessions_max: 1,
-        idempotency_window_ms: 0,
-        idempotency_keys_max: 1,
-    };
+    // Snapshots must carry exactly the parameters the store pinned.
+    let params = manifest.params();
     let mut problems = Vec::new();
     let mut records = 0;
     for shard in 0..manifest.shards {
@@ -151,7 +146,7 @@ fn verify(data_dir: &Path) -> Result<ExitCode> {
         for (_, path) in snapshot::list(&StdVfs, &data_dir.join("snapshots"), shard)? {
             let checked = std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| snapshot::decode(&b, manifest.node_id, shard, limits).map(|_| ()));
+                .and_then(|b| snapshot::decode(&b, shard, &params).map(|_| ()).map_err(|e| e.to_string()));
             if let Err(reason) = checked {
                 problems.push(format!("snapshot {}: {reason}", path.display()));
             }

@@ -59,7 +59,7 @@ use rows::RowSink;
 use run::{Exporter, Source};
 use tidal::Db;
 use tidal::error::{Error, ErrorKind};
-use tidal::manifest::{FORMAT_VERSION, MANIFEST_FILE, Manifest};
+use tidal::manifest::Manifest;
 use tidal::score::Weights;
 use tidal::wal::vfs::{StdVfs, Vfs};
 
@@ -329,20 +329,7 @@ pub fn export_to_writer<W: Write + Send>(
 
 /// Reads a data directory's manifest without creating or changing anything.
 fn read_manifest(vfs: &dyn Vfs, dir: &Path) -> Result<Manifest, ExportError> {
-    let fail = |reason: String| Error::Manifest { path: dir.display().to_string(), reason };
-    let bytes = vfs
-        .read_file(&dir.join(MANIFEST_FILE))
-        .map_err(|e| fail(format!("cannot read {MANIFEST_FILE}: {e}")))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| fail(format!("{MANIFEST_FILE} is damaged: {e}")))?;
-    if manifest.format_version != FORMAT_VERSION {
-        let found = manifest.format_version;
-        return Err(fail(format!(
-            "format version {found} is not supported (this build reads {FORMAT_VERSION})"
-        ))
-        .into());
-    }
-    Ok(manifest)
+    Ok(tidal::manifest::read(vfs, dir)?)
 }
 
 fn sink<'w, W: Write + Send + 'w>(

@@ -37,7 +37,7 @@ pub enum Error {
     Snapshot(String),
     /// The data directory's manifest is missing, damaged, or disagrees with the options.
     #[error("data directory {path}: {reason}")]
-    Manifest { path: String, reason: String },
+    Manifest { path: String, reason: crate::manifest::ManifestError },
     /// Options that cannot work together.
     #[error("invalid options: {0}")]
     InvalidOptions(String),

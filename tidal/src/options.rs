@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, MAX_SKEW_MS_DEFAULT, SystemClock};
 use crate::score::Weights;
-use crate::session::{IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT};
+use crate::shard::state::StateLimits;
 use crate::signal::{CUSTOM_KINDS_MAX, KIND_NAME_BYTES_MAX, SignalKind};
 use crate::wal::vfs::{StdVfs, Vfs};
 
@@ -64,13 +64,12 @@ pub struct Options {
     pub segment_bytes_max: u64,
     /// 0 turns automatic snapshots off.
     pub snapshot_every_signals: u64,
-    pub idempotency_window_ms: u64,
-    pub idempotency_keys_max: usize,
+    /// Limits that shape shard state (history ring, sessions per user, idempotency window and
+    /// count) for a new store; an existing store pins its own, and must agree or leave it `None`.
+    pub state_limits: Option<StateLimits>,
     /// Names of the custom signal kinds this store accepts.
     pub custom_kinds: Vec<String>,
     pub clock_skew_max_ms: u64,
-    pub user_history_max: usize,
-    pub user_sessions_max: usize,
     pub group_signals_max: usize,
     pub write_queue_max: usize,
     pub clock: Arc<dyn Clock>,
@@ -93,12 +92,9 @@ impl Default for Options {
             durability: Durability::Fsync,
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             snapshot_every_signals: SNAPSHOT_EVERY_SIGNALS_DEFAULT,
-            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
-            idempotency_keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT,
+            state_limits: None,
             custom_kinds: Vec::new(),
             clock_skew_max_ms: MAX_SKEW_MS_DEFAULT,
-            user_history_max: USER_HISTORY_MAX_DEFAULT,
-            user_sessions_max: USER_SESSIONS_MAX_DEFAULT,
             group_signals_max: GROUP_SIGNALS_MAX_DEFAULT,
             write_queue_max: WRITE_QUEUE_MAX_DEFAULT,
             clock: Arc::new(SystemClock),
@@ -148,17 +144,19 @@ impl Options {
                 ));
             }
         }
-        if self.group_signals_max == 0 || self.write_queue_max == 0 || self.idempotency_keys_max == 0 {
-            return bad("group_signals_max, write_queue_max and idempotency_keys_max must be positive".into());
+        if self.group_signals_max == 0 || self.write_queue_max == 0 {
+            return bad("group_signals_max and write_queue_max must be positive".into());
+        }
+        if let Some(limits) = self.state_limits
+            && (limits.idempotency_keys_max == 0 || limits.user_sessions_max == 0)
+        {
+            return bad("idempotency_keys_max and user_sessions_max must be positive".into());
         }
         if self.score_half_life_ms == Some(0) {
             return bad("score_half_life_ms must be positive".into());
         }
         if self.score_weights.0.iter().any(|w| !w.is_finite()) {
             return bad("score_weights must be finite".into());
-        }
-        if self.user_sessions_max == 0 {
-            return bad("user_sessions_max must be positive".into());
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ fn slot(kind: &SignalKind) -> Option<usize> {
 }
 
 /// The decay clock of a store: reference time and half-life, fixed at creation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decay {
     pub t_ref_ms: u64,
     pub half_life_ms: u64,

@@ -172,11 +172,43 @@ fn shard_count_is_fixed_at_creation() {
     assert_eq!(db.manifest().shards, 4);
 }
 
+/// Set in the child of [`a_second_process_cannot_open_the_same_directory`].
+const PROBE_DIR: &str = "TIDAL_OPEN_PROBE_DIR";
+
+/// In a child, tries to open the directory the env names and exits 0 (opened) or 3
+/// (refused). As an ordinary test, checks that a second open in this process is refused.
 #[test]
-fn a_second_process_cannot_open_the_same_directory() {
+fn open_probe() {
+    if let Ok(dir) = std::env::var(PROBE_DIR) {
+        let code = match Db::open(&dir, Options::default()) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("probe: {e}");
+                3
+            }
+        };
+        std::process::exit(code);
+    }
     let dir = tempfile::tempdir().unwrap();
     let _db = open(dir.path());
     assert!(Db::open(dir.path(), Options::default()).is_err());
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |dir: &std::path::Path| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "open_probe", "--nocapture"])
+            .env(PROBE_DIR, dir)
+            .status()
+            .unwrap()
+            .code()
+    };
+    let db = open(dir.path());
+    assert_eq!(probe(dir.path()), Some(3), "a second process is refused while the store is open");
+    db.close().unwrap();
+    assert_eq!(probe(dir.path()), Some(0), "and may open it once the first closed it");
 }
 
 #[test]
@@ -235,7 +267,8 @@ fn a_stale_retry_rejects_the_whole_cross_shard_batch() {
 #[test]
 fn a_retry_into_an_evicted_session_is_not_applied_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { shards: Some(1), user_sessions_max: 2, ..Options::default() };
+    let limits = tidal::shard::state::StateLimits { user_sessions_max: 2, ..Default::default() };
+    let options = Options { shards: Some(1), state_limits: Some(limits), ..Options::default() };
     let db = Db::open(dir.path(), options.clone()).unwrap();
     db.write(sequenced("u", "old", 1, "first")).unwrap();
     db.write(sequenced("u", "s2", 1, "a")).unwrap();

@@ -23,11 +23,12 @@ use crate::hlc::HybridClock;
 use crate::manifest::{self, Manifest};
 use crate::metrics::Metrics;
 use crate::options::Options;
-use crate::score::{Decay, ScoreIndex, Weights};
+use crate::score::{ScoreIndex, Weights};
 use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
 use crate::shard::applied::AppliedSeq;
 use crate::shard::router::ShardRouter;
-use crate::shard::state::Scoring;
+use crate::shard::snapshot_job::SnapshotTarget;
+use crate::shard::state::{Scoring, ShardParams};
 use crate::shard::writer::{Command, ShardWriter};
 use crate::shard::{OpenedShard, ShardPaths, ShardRecovery, SharedState, open_shard};
 use crate::signal::{BATCH_SIGNALS_MAX, REQUEST_BYTES_MAX, Signal};
@@ -159,11 +160,9 @@ impl Db {
         let clock = Arc::new(HybridClock::new(options.clock.clone(), options.clock_skew_max_ms));
         let manifest = manifest::load_or_create(&*vfs, &dir, &options, clock.now().physical_ms())?;
         let started = Instant::now();
-        let scoring = Scoring {
-            decay: Decay { t_ref_ms: manifest.created_ms, half_life_ms: manifest.score_half_life_ms },
-            weights: options.score_weights,
-        };
-        let opened = recover_all(&options, &paths, manifest.shards, scoring, &clock)?;
+        let params = manifest.params();
+        let scoring = Scoring { decay: params.decay, weights: options.score_weights };
+        let opened = recover_all(&options, &paths, &params, scoring, &clock)?;
         let index = Arc::new(RwLock::new(build_index(&opened, &scoring.weights)));
         let metrics = Arc::new(Metrics::default());
         quarantine_damaged_snapshots(&*vfs, &paths.snapshot_dir, &opened)?;
@@ -179,7 +178,7 @@ impl Db {
         );
         let mut shards = Vec::with_capacity(opened.len());
         for opened in opened {
-            shards.push(start_writer(&options, &paths, opened, &clock, (&index, &metrics))?);
+            shards.push(start_writer(&options, &paths, opened, &params, &clock, (&index, &metrics))?);
         }
         let router = ShardRouter::new(manifest.shards);
         let inner = DbInner {
@@ -309,6 +308,17 @@ impl Db {
         &self.inner.manifest
     }
 
+    /// The parameters every shard is applied with, pinned at creation.
+    pub fn params(&self) -> ShardParams {
+        self.inner.manifest.params()
+    }
+
+    /// Each shard's [`StateDigest`](crate::shard::digest::StateDigest) (index = shard), each
+    /// taken under that shard's read lock: what replicas compare.
+    pub fn digests(&self) -> Vec<crate::shard::digest::StateDigest> {
+        self.inner.shards.iter().map(|s| s.state.read().unwrap_or_else(|e| e.into_inner()).digest()).collect()
+    }
+
     pub fn router(&self) -> ShardRouter {
         self.inner.router
     }
@@ -348,13 +358,13 @@ impl Drop for DbInner {
 fn recover_all(
     options: &Options,
     paths: &ShardPaths,
-    shards: u32,
+    params: &ShardParams,
     scoring: Scoring,
     clock: &HybridClock,
 ) -> Result<Vec<OpenedShard>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..shards)
-            .map(|shard| scope.spawn(move || open_shard(options, paths, shard, scoring, clock)))
+        let handles: Vec<_> = (0..params.shards)
+            .map(|shard| scope.spawn(move || open_shard(options, paths, shard, (params, scoring), clock)))
             .collect();
         handles
             .into_iter()
@@ -376,6 +386,7 @@ fn start_writer(
     options: &Options,
     paths: &ShardPaths,
     opened: OpenedShard,
+    params: &ShardParams,
     clock: &Arc<HybridClock>,
     (index, metrics): (&Arc<RwLock<ScoreIndex>>, &Arc<Metrics>),
 ) -> Result<ShardHandle> {
@@ -395,6 +406,7 @@ fn start_writer(
     let state = Arc::new(RwLock::new(state));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = ShardWriter {
+        node_id: options.node_id,
         in_flight: in_flight.clone(),
         index: index.clone(),
         applied: applied.clone(),
@@ -403,10 +415,15 @@ fn start_writer(
         wal,
         state: state.clone(),
         clock: clock.clone(),
-        vfs: options.vfs.clone(),
-        wal_dir: paths.wal_dir.clone(),
-        snapshot_dir: paths.snapshot_dir.clone(),
-        archive_dir: options.wal_archive.then(|| paths.archive_dir.clone()),
+        snapshot_target: SnapshotTarget {
+            shard,
+            params: *params,
+            vfs: options.vfs.clone(),
+            snapshot_dir: paths.snapshot_dir.clone(),
+            wal_dir: paths.wal_dir.clone(),
+            archive_dir: options.wal_archive.then(|| paths.archive_dir.clone()),
+        },
+        job: None,
         durability: options.durability,
         group_signals_max: options.group_signals_max,
         snapshot_every_signals: options.snapshot_every_signals,

@@ -6,8 +6,11 @@
 //! which seq is missing.
 
 pub mod applied;
+pub mod digest;
+pub mod engine;
 pub mod router;
 pub mod snapshot;
+pub(crate) mod snapshot_job;
 pub mod state;
 pub(crate) mod writer;
 
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use self::state::{Scoring, ShardState, StateLimits};
+use self::state::{Scoring, ShardParams, ShardState};
 use crate::error::{Error, Result};
 use crate::hlc::HybridClock;
 use crate::options::{Options, PROGRESS_EVERY_RECORDS, RecoveryProgress};
@@ -76,32 +79,24 @@ pub(crate) struct ShardPaths {
     pub archive_dir: PathBuf,
 }
 
-pub(crate) fn limits_of(options: &Options) -> StateLimits {
-    StateLimits {
-        user_history_max: options.user_history_max,
-        user_sessions_max: options.user_sessions_max,
-        idempotency_window_ms: options.idempotency_window_ms,
-        idempotency_keys_max: options.idempotency_keys_max,
-    }
-}
-
-/// Opens one shard: newest usable snapshot, then replay of the WAL after it.
+/// Opens one shard: newest usable snapshot, then replay of the WAL after it. Records are
+/// applied with the store's pinned `params`; v1 batches (no origin in the header) are
+/// credited to this store's node.
 pub(crate) fn open_shard(
     options: &Options,
     paths: &ShardPaths,
     shard: u32,
-    scoring: Scoring,
+    (params, scoring): (&ShardParams, Scoring),
     clock: &HybridClock,
 ) -> Result<OpenedShard> {
     let started = Instant::now();
     let vfs = &*options.vfs;
-    let limits = limits_of(options);
     let mut skipped = Vec::new();
     for (seq, path) in snapshot::list(vfs, &paths.snapshot_dir, shard)? {
         let loaded = vfs
             .read_file(&path)
             .map_err(|e| format!("read: {e}"))
-            .and_then(|bytes| snapshot::decode(&bytes, options.node_id, shard, limits));
+            .and_then(|bytes| snapshot::decode(&bytes, shard, params).map_err(|e| e.to_string()));
         let mut state = match loaded {
             Ok(state) => state,
             Err(reason) => {
@@ -114,10 +109,10 @@ pub(crate) fn open_shard(
         state.scoring = scoring;
         return replay(options, paths, state, Some(seq), skipped, clock, started);
     }
-    let mut state = ShardState::new(options.node_id, shard, limits);
+    let mut state = ShardState::new(shard, params.limits);
     state.scoring = scoring;
     // No usable snapshot: the archive (segments snapshots covered) still holds the history.
-    let from_archive = replay_archive(vfs, &paths.archive_dir, &mut state, clock)?;
+    let from_archive = replay_archive(vfs, &paths.archive_dir, &mut state, options.node_id, clock)?;
     if from_archive > 0 {
         tracing::warn!(shard, records = from_archive, "no usable snapshot; replayed the WAL archive");
     }
@@ -142,6 +137,7 @@ fn replay_archive(
     vfs: &dyn Vfs,
     archive: &std::path::Path,
     state: &mut ShardState,
+    node_id: u32,
     clock: &HybridClock,
 ) -> Result<u64> {
     let shard = state.shard;
@@ -151,11 +147,18 @@ fn replay_archive(
         return Ok(0);
     }
     let mut applied = 0;
-    reader::scan_shard_records::<Error>(vfs, archive, shard, 1, Repair::ReadOnly, |seq, hlc, signal| {
-        state.apply(seq, hlc, &signal);
-        applied += 1;
-        Ok(())
-    })?;
+    reader::scan_shard_origin_records::<Error>(
+        vfs,
+        archive,
+        shard,
+        1,
+        Repair::ReadOnly,
+        |origin, seq, hlc, signal| {
+            engine::apply_record(state, seq, origin.unwrap_or(node_id), hlc, &signal);
+            applied += 1;
+            Ok(())
+        },
+    )?;
     // Once, not per record: the clock is shared by every recovering shard.
     clock.observe_trusted(state.last_hlc);
     Ok(applied)
@@ -175,14 +178,15 @@ fn replay(
     let from_seq = state.applied_seq + 1;
     clock.observe_trusted(state.last_hlc);
     let mut replayed = 0u64;
-    let scan = reader::scan_shard_records::<Error>(
+    let node_id = options.node_id;
+    let scan = reader::scan_shard_origin_records::<Error>(
         vfs,
         &paths.wal_dir,
         shard,
         from_seq,
         Repair::Truncate,
-        |seq, hlc, signal| {
-            state.apply(seq, hlc, &signal);
+        |origin, seq, hlc, signal| {
+            engine::apply_record(&mut state, seq, origin.unwrap_or(node_id), hlc, &signal);
             replayed += 1;
             if replayed.is_multiple_of(PROGRESS_EVERY_RECORDS)
                 && let Some(progress) = &options.progress

@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic  b"TDLSNAP1"
-//!      8    2 version u16 (=2)
+//!      8    2 version u16 (=3; 2 stays readable)
 //!     10    2 reserved (0)
 //!     12    4 shard u32
 //!     16    8 seq u64          (last record the snapshot covers)
@@ -16,6 +16,11 @@
 //!     40    . body: postcard(SnapshotBody)
 //! ```
 //!
+//! Version 3 bodies begin with the shard's pinned [`ShardParams`] (shard count, state limits,
+//! decay); a snapshot whose parameters differ from the store's is refused
+//! ([`SnapshotError::Params`]), since applying more records to it would build a state no
+//! other replica has. Version 2 bodies have none and are taken as the store's.
+//!
 //! Retention keeps the newest [`SNAPSHOTS_KEPT`] snapshots and the WAL from the oldest of
 //! them on, so a damaged newest snapshot falls back to the older one plus the WAL.
 
@@ -24,7 +29,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{ItemEntry, ShardState, StateLimits, UserState};
+use super::state::{ItemEntry, ShardParams, ShardState, UserState};
 use crate::hlc::Hlc;
 use crate::session::{Ack, IdempotencyStore};
 use crate::wal::WalError;
@@ -34,11 +39,14 @@ use crate::wal::vfs::Vfs;
 pub const SNAPSHOTS_KEPT: usize = 2;
 const MAGIC: &[u8; 8] = b"TDLSNAP1";
 /// 2: items carry decayed ranking sums; users remember evicted sessions.
-const VERSION: u16 = 2;
+/// 3: the body starts with the pinned shard parameters.
+const VERSION: u16 = 3;
+const VERSION_V2: u16 = 2;
 const HEADER_BYTES: usize = 40;
 
 #[derive(Serialize)]
 struct BodyRef<'a> {
+    params: ShardParams,
     applied_seq: u64,
     last_hlc: Hlc,
     items: Vec<(&'a str, &'a ItemEntry)>,
@@ -46,6 +54,7 @@ struct BodyRef<'a> {
     idempotency: Vec<(&'a str, Ack)>,
 }
 
+/// A v2 body: a v3 body without the parameters.
 #[derive(Deserialize)]
 struct BodyOwned {
     applied_seq: u64,
@@ -53,6 +62,43 @@ struct BodyOwned {
     items: Vec<(Arc<str>, ItemEntry)>,
     users: Vec<(Box<str>, UserState)>,
     idempotency: Vec<(String, Ack)>,
+}
+
+/// A v3 body (postcard has no `flatten`: the fields of [`BodyOwned`] after the parameters).
+#[derive(Deserialize)]
+struct BodyOwnedV3 {
+    params: ShardParams,
+    applied_seq: u64,
+    last_hlc: Hlc,
+    items: Vec<(Arc<str>, ItemEntry)>,
+    users: Vec<(Box<str>, UserState)>,
+    idempotency: Vec<(String, Ack)>,
+}
+
+/// Why snapshot bytes were refused; the caller falls back to an older snapshot or the WAL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    #[error("shorter than its header")]
+    Short,
+    #[error("bad magic")]
+    Magic,
+    #[error("header checksum mismatch")]
+    HeaderCrc,
+    #[error("unsupported version {0}")]
+    Version(u16),
+    #[error("belongs to shard {found}, not {expected}")]
+    Shard { found: u32, expected: u32 },
+    #[error("body is {have} bytes, header says {declared}")]
+    BodyLen { have: u64, declared: u64 },
+    #[error("body checksum mismatch")]
+    BodyCrc,
+    #[error("decode: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("seq in body disagrees with header")]
+    Seq,
+    #[error("pinned parameters differ: the snapshot has {snapshot:?}, the store {store:?}")]
+    Params { snapshot: Box<ShardParams>, store: Box<ShardParams> },
 }
 
 /// The file name of a snapshot.
@@ -81,9 +127,19 @@ pub fn list(vfs: &dyn Vfs, dir: &Path, shard: u32) -> Result<Vec<(u64, PathBuf)>
     Ok(found)
 }
 
-/// Serialises the state into a snapshot file's bytes.
-pub fn encode(state: &ShardState) -> Result<Vec<u8>, String> {
+/// Serialises the state (whose pinned parameters are `params`) into a snapshot file's bytes.
+pub fn encode(state: &ShardState, params: &ShardParams) -> Result<Vec<u8>, String> {
+    encode_version(state, Some(params))
+}
+
+/// Version 3 with `params`, version 2 without (kept to test that old snapshots stay readable).
+fn encode_version(state: &ShardState, params: Option<&ShardParams>) -> Result<Vec<u8>, String> {
     let body = BodyRef {
+        params: params.copied().unwrap_or(ShardParams {
+            shards: 0,
+            limits: state.limits,
+            decay: state.scoring.decay,
+        }),
         applied_seq: state.applied_seq,
         last_hlc: state.last_hlc,
         items: state.items.iter().map(|(k, v)| (&**k, v)).collect(),
@@ -91,9 +147,17 @@ pub fn encode(state: &ShardState) -> Result<Vec<u8>, String> {
         idempotency: state.idempotency.entries().collect(),
     };
     let mut out = vec![0u8; HEADER_BYTES];
-    let body = postcard::to_extend(&body, Vec::new()).map_err(|e| format!("encode: {e}"))?;
+    let encoded = match params {
+        Some(_) => postcard::to_extend(&body, Vec::new()),
+        None => postcard::to_extend(
+            &(body.applied_seq, body.last_hlc, &body.items, &body.users, &body.idempotency),
+            Vec::new(),
+        ),
+    };
+    let body = encoded.map_err(|e| format!("encode: {e}"))?;
+    let version = if params.is_some() { VERSION } else { VERSION_V2 };
     out[0..8].copy_from_slice(MAGIC);
-    out[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    out[8..10].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&state.shard.to_le_bytes());
     out[16..24].copy_from_slice(&state.applied_seq.to_le_bytes());
     out[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
@@ -104,41 +168,50 @@ pub fn encode(state: &ShardState) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Checks and decodes snapshot bytes into a shard state. Any failure is a reason string:
-/// the caller falls back to an older snapshot or the WAL.
-pub fn decode(bytes: &[u8], node_id: u32, shard: u32, limits: StateLimits) -> Result<ShardState, String> {
-    let header = bytes.get(..HEADER_BYTES).ok_or("shorter than its header")?;
+/// Checks and decodes snapshot bytes into a shard state with the store's `params`.
+pub fn decode(bytes: &[u8], shard: u32, params: &ShardParams) -> Result<ShardState, SnapshotError> {
+    let header = bytes.get(..HEADER_BYTES).ok_or(SnapshotError::Short)?;
     let u32_at = |o: usize| u32::from_le_bytes(header[o..o + 4].try_into().unwrap_or_default());
     let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().unwrap_or_default());
     if &header[0..8] != MAGIC {
-        return Err("bad magic".into());
+        return Err(SnapshotError::Magic);
     }
     if crc32c::crc32c(&header[0..36]) != u32_at(36) {
-        return Err("header checksum mismatch".into());
+        return Err(SnapshotError::HeaderCrc);
     }
     let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != VERSION {
-        return Err(format!("unsupported version {version}"));
+    if version != VERSION && version != VERSION_V2 {
+        return Err(SnapshotError::Version(version));
     }
     if u32_at(12) != shard {
-        return Err(format!("belongs to shard {}, not {shard}", u32_at(12)));
+        return Err(SnapshotError::Shard { found: u32_at(12), expected: shard });
     }
     let body = &bytes[HEADER_BYTES..];
     if body.len() as u64 != u64_at(24) {
-        return Err(format!("body is {} bytes, header says {}", body.len(), u64_at(24)));
+        return Err(SnapshotError::BodyLen { have: body.len() as u64, declared: u64_at(24) });
     }
     if crc32c::crc32c(body) != u32_at(32) {
-        return Err("body checksum mismatch".into());
+        return Err(SnapshotError::BodyCrc);
     }
-    let owned: BodyOwned = postcard::from_bytes(body).map_err(|e| format!("decode: {e}"))?;
+    let owned = if version == VERSION {
+        let v3: BodyOwnedV3 = postcard::from_bytes(body)?;
+        if v3.params != *params {
+            return Err(SnapshotError::Params { snapshot: Box::new(v3.params), store: Box::new(*params) });
+        }
+        let BodyOwnedV3 { applied_seq, last_hlc, items, users, idempotency, .. } = v3;
+        BodyOwned { applied_seq, last_hlc, items, users, idempotency }
+    } else {
+        postcard::from_bytes::<BodyOwned>(body)?
+    };
     if owned.applied_seq != u64_at(16) {
-        return Err("seq in body disagrees with header".into());
+        return Err(SnapshotError::Seq);
     }
-    Ok(into_state(owned, node_id, shard, limits))
+    Ok(into_state(owned, shard, params))
 }
 
-fn into_state(body: BodyOwned, node_id: u32, shard: u32, limits: StateLimits) -> ShardState {
-    let mut state = ShardState::new(node_id, shard, limits);
+fn into_state(body: BodyOwned, shard: u32, params: &ShardParams) -> ShardState {
+    let limits = params.limits;
+    let mut state = ShardState::with_params(shard, params);
     state.applied_seq = body.applied_seq;
     state.last_hlc = body.last_hlc;
     state.items = body.items.into_iter().collect();
@@ -165,8 +238,13 @@ fn into_state(body: BodyOwned, node_id: u32, shard: u32, limits: StateLimits) ->
 }
 
 /// Writes a snapshot atomically; returns its path.
-pub fn write(vfs: &dyn Vfs, dir: &Path, state: &ShardState) -> Result<PathBuf, WalError> {
-    let bytes = encode(state).map_err(WalError::TooLarge)?;
+pub fn write(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    state: &ShardState,
+    params: &ShardParams,
+) -> Result<PathBuf, WalError> {
+    let bytes = encode(state, params).map_err(WalError::TooLarge)?;
     let path = dir.join(file_name(state.shard, state.applied_seq));
     let tmp = path.with_extension("snap.tmp");
     if vfs.file_len(&tmp).is_ok() {
@@ -198,7 +276,13 @@ pub fn prune(vfs: &dyn Vfs, dir: &Path, shard: u32) -> Result<Option<u64>, WalEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score::Decay;
+    use crate::shard::state::StateLimits;
     use crate::signal::{Signal, SignalKind};
+
+    fn params() -> ShardParams {
+        ShardParams { shards: 4, limits: limits(), decay: Decay { t_ref_ms: 7, half_life_ms: 1000 } }
+    }
 
     fn limits() -> StateLimits {
         StateLimits {
@@ -210,7 +294,7 @@ mod tests {
     }
 
     fn sample() -> ShardState {
-        let mut st = ShardState::new(1, 2, limits());
+        let mut st = ShardState::new(2, limits());
         for n in 1..=20u64 {
             let mut s = Signal::new(format!("u{}", n % 3), format!("i{}", n % 5), SignalKind::Like);
             s.session = Some("s".into());
@@ -218,7 +302,7 @@ mod tests {
             if n % 4 == 0 {
                 s.kind = SignalKind::Dislike;
             }
-            st.apply(n, Hlc::new(100 + n, 0), &s.as_ref());
+            st.apply(n, 1, Hlc::new(100 + n, 0), &s.as_ref());
         }
         st
     }
@@ -235,20 +319,35 @@ mod tests {
     #[test]
     fn round_trip_restores_identical_state() {
         let st = sample();
-        let back = decode(&encode(&st).unwrap(), 1, 2, limits()).unwrap();
+        let back = decode(&encode(&st, &params()).unwrap(), 2, &params()).unwrap();
         assert_eq!(summary(&back), summary(&st));
+        assert_eq!(back.digest(), st.digest());
+        assert_eq!(back.scoring.decay, params().decay, "the decay comes with the parameters");
+    }
+
+    #[test]
+    fn version_2_stays_readable_and_other_parameters_are_refused() {
+        let st = sample();
+        let v2 = encode_version(&st, None).unwrap();
+        assert_eq!(u16::from_le_bytes([v2[8], v2[9]]), 2);
+        assert_eq!(decode(&v2, 2, &params()).unwrap().digest(), st.digest());
+        let bytes = encode(&st, &params()).unwrap();
+        let other = ShardParams { limits: StateLimits { user_history_max: 9, ..limits() }, ..params() };
+        assert!(matches!(decode(&bytes, 2, &other), Err(SnapshotError::Params { .. })));
+        let other = ShardParams { shards: 8, ..params() };
+        assert!(matches!(decode(&bytes, 2, &other), Err(SnapshotError::Params { .. })));
     }
 
     #[test]
     fn any_flipped_bit_is_detected() {
-        let bytes = encode(&sample()).unwrap();
+        let bytes = encode(&sample(), &params()).unwrap();
         for offset in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
             bad[offset] ^= 0x10;
-            assert!(decode(&bad, 1, 2, limits()).is_err(), "flip at {offset} not detected");
+            assert!(decode(&bad, 2, &params()).is_err(), "flip at {offset} not detected");
         }
-        assert!(decode(&bytes[..bytes.len() - 1], 1, 2, limits()).is_err());
-        assert!(decode(&bytes, 1, 3, limits()).is_err(), "wrong shard");
+        assert!(decode(&bytes[..bytes.len() - 1], 2, &params()).is_err());
+        assert!(decode(&bytes, 3, &params()).is_err(), "wrong shard");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The in-memory state of one shard: per-item CRDT aggregates, per-user state (hard
 //! negatives, recent history, sessions) and the idempotency store.
 //!
-//! Invariant: the state is a pure function of the WAL records applied in seq order
-//! ([`ShardState::apply`] is the only mutator besides snapshot loading), so a replayed or
-//! replicated shard equals the writer's. Item ids are interned as `Arc<str>` and shared by
+//! Invariant: the state is a pure function of the WAL records applied in seq order, each
+//! with the node that originated its batch ([`ShardState::apply`] is the only mutator besides
+//! snapshot loading), and of the pinned [`StateLimits`] and decay, so a replayed or
+//! replicated shard equals the writer's. CRDT slots are credited to the *origin* node's
+//! replica id, never to the applying node's: a follower replaying a leader's batches holds
+//! the leader's replica, and merging the two copies does not double count. Item ids are interned as `Arc<str>` and shared by
 //! the history rings, so a popular item costs its bytes once.
 
 use std::collections::VecDeque;
@@ -11,10 +14,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{AddWinsSet, CrdtSignalState, ReplicaId, replica_id};
+use crate::crdt::{AddWinsSet, CrdtSignalState, replica_id};
 use crate::hlc::Hlc;
+use crate::options::{USER_HISTORY_MAX_DEFAULT, USER_SESSIONS_MAX_DEFAULT};
 use crate::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
-use crate::session::{Ack, IdempotencyStore, SeqCheck, SessionState, check_seq};
+use crate::session::{
+    Ack, IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_WINDOW_MS_DEFAULT, IdempotencyStore, SeqCheck,
+    SessionState, check_seq,
+};
 use crate::shard::router::stable_hash;
 use crate::signal::{SignalKind, SignalRef};
 
@@ -22,13 +29,37 @@ use crate::signal::{SignalKind, SignalRef};
 /// the hot path), with its default randomly seeded foldhash.
 pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
-/// Limits that shape the state; they must be equal wherever a shard's WAL is replayed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Limits that shape the state; they must be equal wherever a shard's WAL is replayed, so
+/// they are pinned in the manifest and in every snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateLimits {
     pub user_history_max: usize,
     pub user_sessions_max: usize,
     pub idempotency_window_ms: u64,
     pub idempotency_keys_max: usize,
+}
+
+/// Everything applying records depends on besides the records themselves, pinned per shard
+/// when the store is created (manifest) and recorded in every snapshot, so every replica
+/// computes the same state from the same batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardParams {
+    /// The store's shard count (routing depends on it).
+    pub shards: u32,
+    pub limits: StateLimits,
+    /// The decay clock of the ranking sums.
+    pub decay: Decay,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            user_history_max: USER_HISTORY_MAX_DEFAULT,
+            user_sessions_max: USER_SESSIONS_MAX_DEFAULT,
+            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS_DEFAULT,
+            idempotency_keys_max: IDEMPOTENCY_KEYS_MAX_DEFAULT,
+        }
+    }
 }
 
 /// What a shard keeps per item: the CRDT aggregate and its decayed sums for ranking.
@@ -87,11 +118,10 @@ impl UserState {
     }
 }
 
-/// The state of one shard.
-#[derive(Debug)]
+/// The state of one shard. `Clone` is the consistent copy a background snapshot encodes.
+#[derive(Clone, Debug)]
 pub struct ShardState {
     pub shard: u32,
-    pub replica: ReplicaId,
     /// Seq of the last applied record; 0 before the first.
     pub applied_seq: u64,
     pub last_hlc: Hlc,
@@ -103,10 +133,9 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    pub fn new(node_id: u32, shard: u32, limits: StateLimits) -> Self {
+    pub fn new(shard: u32, limits: StateLimits) -> Self {
         ShardState {
             shard,
-            replica: replica_id(node_id, shard),
             applied_seq: 0,
             last_hlc: Hlc::ZERO,
             items: FastMap::default(),
@@ -117,28 +146,37 @@ impl ShardState {
         }
     }
 
-    /// Applies the record with sequence number `seq`. Callers apply records in seq order.
-    /// Returns the item's interned id and the signal's contribution to its undecayed score.
-    pub fn apply(&mut self, seq: u64, hlc: Hlc, signal: &SignalRef<'_>) -> (Arc<str>, f64) {
+    /// An empty state applied with a store's pinned parameters (limits and decay).
+    pub fn with_params(shard: u32, params: &ShardParams) -> Self {
+        let mut state = ShardState::new(shard, params.limits);
+        state.scoring.decay = params.decay;
+        state
+    }
+
+    /// Applies the record with sequence number `seq` from a batch that node `origin` wrote.
+    /// Callers apply records in seq order. Returns the item's interned id and the signal's
+    /// contribution to its undecayed score.
+    pub fn apply(&mut self, seq: u64, origin: u32, hlc: Hlc, signal: &SignalRef<'_>) -> (Arc<str>, f64) {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
+        let replica = replica_id(origin, self.shard);
         let growth = self.scoring.decay.growth(hlc.physical_ms());
         let weights = self.scoring.weights;
         let (item, contribution) = match self.items.get_key_value_mut(signal.item) {
             Some((key, entry)) => {
-                entry.state.apply(signal, hlc, self.replica);
+                entry.state.apply(signal, hlc, replica);
                 (key.clone(), entry.decayed.add(&signal.kind, signal.value, growth, &weights))
             }
             None => {
                 let key: Arc<str> = signal.item.into();
                 let mut entry = ItemEntry::default();
-                entry.state.apply(signal, hlc, self.replica);
+                entry.state.apply(signal, hlc, replica);
                 let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
                 self.items.insert(key.clone(), entry);
                 (key, contribution)
             }
         };
-        self.apply_user(item.clone(), ack, signal);
+        self.apply_user(item.clone(), replica, ack, signal);
         if let Some(key) = signal.idempotency_key {
             self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
         }
@@ -147,9 +185,8 @@ impl ShardState {
         (item, contribution)
     }
 
-    fn apply_user(&mut self, item: Arc<str>, ack: Ack, signal: &SignalRef<'_>) {
+    fn apply_user(&mut self, item: Arc<str>, replica: u64, ack: Ack, signal: &SignalRef<'_>) {
         let limits = self.limits;
-        let replica = self.replica;
         let user = match self.users.get_mut(signal.user) {
             Some(user) => user,
             None => self.users.entry(signal.user.into()).or_default(),
@@ -273,25 +310,25 @@ mod tests {
 
     #[test]
     fn apply_counts_and_tracks_negatives() {
-        let mut st = ShardState::new(1, 0, limits());
-        st.apply(1, Hlc::new(10, 0), &sig("u", "a", SignalKind::Like).as_ref());
-        st.apply(2, Hlc::new(11, 0), &sig("u", "a", SignalKind::Like).as_ref());
-        st.apply(3, Hlc::new(12, 0), &sig("u", "b", SignalKind::Dislike).as_ref());
+        let mut st = ShardState::new(0, limits());
+        st.apply(1, 1, Hlc::new(10, 0), &sig("u", "a", SignalKind::Like).as_ref());
+        st.apply(2, 1, Hlc::new(11, 0), &sig("u", "a", SignalKind::Like).as_ref());
+        st.apply(3, 1, Hlc::new(12, 0), &sig("u", "b", SignalKind::Dislike).as_ref());
         assert_eq!(st.items["a"].state.count(&SignalKind::Like), 2);
         let user = &st.users["u"];
         assert!(user.hard_negatives.contains(&Arc::from("b")));
-        st.apply(4, Hlc::new(13, 0), &sig("u", "b", SignalKind::Like).as_ref());
+        st.apply(4, 1, Hlc::new(13, 0), &sig("u", "b", SignalKind::Like).as_ref());
         assert!(!st.users["u"].hard_negatives.contains(&Arc::from("b")), "a later positive removes it");
         assert_eq!(st.applied_seq, 4);
     }
 
     #[test]
     fn history_and_sessions_are_bounded() {
-        let mut st = ShardState::new(1, 0, limits());
+        let mut st = ShardState::new(0, limits());
         for n in 1..=6u64 {
             let mut s = sig("u", &format!("i{n}"), SignalKind::Click);
             s.session = Some(format!("s{}", n % 3));
-            st.apply(n, Hlc::new(n, 0), &s.as_ref());
+            st.apply(n, 1, Hlc::new(n, 0), &s.as_ref());
         }
         let user = &st.users["u"];
         assert_eq!(user.history.len(), 4);
@@ -302,8 +339,8 @@ mod tests {
 
     #[test]
     fn history_shares_interned_item_ids() {
-        let mut st = ShardState::new(1, 0, limits());
-        st.apply(1, Hlc::new(1, 0), &sig("u", "shared", SignalKind::Click).as_ref());
+        let mut st = ShardState::new(0, limits());
+        st.apply(1, 1, Hlc::new(1, 0), &sig("u", "shared", SignalKind::Click).as_ref());
         let (key, _) = st.items.get_key_value("shared").unwrap();
         assert!(Arc::ptr_eq(key, &st.users["u"].history[0].item));
     }

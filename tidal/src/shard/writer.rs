@@ -11,29 +11,27 @@
 //! intact up to the last ack, and reopening the store recovers it. Retrying an fsync after
 //! a failure is unsafe on Linux, where the kernel may have dropped the dirty pages.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use foldhash::HashMap;
 use tokio::sync::oneshot;
 
-use super::snapshot;
+use super::engine;
+use super::snapshot_job::{SnapshotJob, SnapshotTarget};
 use super::state::ShardState;
 use crate::error::{Error, Result};
-use crate::history;
+
 use crate::hlc::{Hlc, HybridClock};
 use crate::metrics::Metrics;
 use crate::options::Durability;
 use crate::score::ScoreIndex;
-use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
+use crate::session::Ack;
 use crate::shard::applied::AppliedSeq;
 use crate::signal::{Signal, SignalRef};
-use crate::wal::vfs::Vfs;
+use crate::wal::WalError;
 use crate::wal::writer::WalWriter;
-use crate::wal::{WalError, reader};
 
 /// A request to a shard's writer thread.
 pub(crate) enum Command {
@@ -48,6 +46,8 @@ pub(crate) type AckSender = oneshot::Sender<Result<Vec<Ack>>>;
 /// Everything the writer thread owns.
 pub(crate) struct ShardWriter {
     pub shard: u32,
+    /// This node: the origin of every batch the writer appends.
+    pub node_id: u32,
     /// Write requests enqueued and not yet answered (shared with the submitting side).
     pub in_flight: Arc<AtomicUsize>,
     /// The store-wide ranking, updated by every shard's batches.
@@ -58,11 +58,10 @@ pub(crate) struct ShardWriter {
     pub wal: WalWriter,
     pub state: Arc<RwLock<ShardState>>,
     pub clock: Arc<HybridClock>,
-    pub vfs: Arc<dyn Vfs>,
-    pub wal_dir: PathBuf,
-    pub snapshot_dir: PathBuf,
-    /// Where covered segments go; `None` deletes them instead.
-    pub archive_dir: Option<PathBuf>,
+    /// Where snapshots are written, by a background job.
+    pub snapshot_target: SnapshotTarget,
+    /// The snapshot being written, if one is.
+    pub job: Option<SnapshotJob>,
     pub durability: Durability,
     pub group_signals_max: usize,
     pub snapshot_every_signals: u64,
@@ -70,18 +69,6 @@ pub(crate) struct ShardWriter {
     pub last_sync: Instant,
     pub unsynced: bool,
     pub failed: Option<String>,
-}
-
-/// Decisions of the group so far that the shard state does not show yet.
-#[derive(Default)]
-struct Overlay {
-    sessions: HashMap<String, (u64, Vec<(u64, Ack)>)>,
-    idempotency: HashMap<String, Ack>,
-}
-
-enum Slot {
-    New(usize),
-    Duplicate(Ack),
 }
 
 impl ShardWriter {
@@ -144,7 +131,13 @@ impl ShardWriter {
         match cmd {
             Command::Write { .. } => false,
             Command::Snapshot { reply } => {
-                let _ = reply.send(self.snapshot());
+                // The job answers the caller once its file is durable.
+                let mut reply = Some(reply);
+                if let Err(e) = self.start_snapshot(&mut reply)
+                    && let Some(reply) = reply
+                {
+                    let _ = reply.send(Err(e));
+                }
                 false
             }
             Command::Shutdown { reply } => {
@@ -155,6 +148,9 @@ impl ShardWriter {
     }
 
     fn finish(&mut self) -> Result<()> {
+        if let Some(job) = self.job.take() {
+            job.wait();
+        }
         if self.unsynced && self.failed.is_none() {
             self.sync_now();
         }
@@ -187,15 +183,14 @@ impl ShardWriter {
             return;
         }
         let base_seq = self.wal.next_seq();
-        let (batches, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-        let mut records: Vec<(Hlc, SignalRef<'_>)> = Vec::new();
-        let mut overlay = Overlay::default();
-        let plans: Vec<Result<Vec<Slot>>> = {
+        let (requests, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        let plan = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            batches.iter().map(|b| self.plan(&state, b, base_seq, &mut overlay, &mut records)).collect()
+            let clock = &self.clock;
+            engine::plan_group(&state, &requests, base_seq, &mut || clock.now())
         };
-        if !records.is_empty()
-            && let Err(e) = self.append_and_sync(base_seq, &records)
+        if !plan.records.is_empty()
+            && let Err(e) = self.append_and_sync(base_seq, &plan.records)
         {
             self.fail(&e);
             for reply in replies {
@@ -203,35 +198,26 @@ impl ShardWriter {
             }
             return;
         }
-        let contributions: Vec<(Arc<str>, f64)> = {
+        let applied = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            records
-                .iter()
-                .enumerate()
-                .map(|(i, (hlc, s))| state.apply(base_seq + i as u64, *hlc, s))
-                .collect()
+            engine::apply_records(&mut state, base_seq, self.node_id, &plan.records)
         };
         // Rankings and read-your-writes waiters learn of the batch before it is acknowledged.
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (item, delta) in &contributions {
+            for (item, delta) in &applied.index_deltas {
                 index.add(item, *delta);
             }
         }
+        debug_assert_eq!(applied.applied_seq, self.wal.next_seq() - 1);
         self.applied.publish(self.wal.next_seq() - 1);
-        let duplicates = plans.iter().flatten().flatten().filter(|s| matches!(s, Slot::Duplicate(_))).count();
-        self.metrics.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-        for (plan, reply) in plans.into_iter().zip(replies) {
-            let acks =
-                plan.map(|slots| slots.into_iter().map(|s| self.ack_of(s, base_seq, &records)).collect());
+        self.metrics.duplicates.fetch_add(plan.duplicates() as u64, Ordering::Relaxed);
+        let engine::GroupPlan { records, requests } = plan;
+        for (request, reply) in requests.into_iter().zip(replies) {
+            let acks = request.map(|slots| {
+                slots.into_iter().map(|s| engine::slot_ack(self.shard, base_seq, &records, s)).collect()
+            });
             let _ = reply.send(acks);
-        }
-    }
-
-    fn ack_of(&self, slot: Slot, base_seq: u64, records: &[(Hlc, SignalRef<'_>)]) -> Ack {
-        match slot {
-            Slot::New(i) => Ack::new(self.shard, base_seq + i as u64, records[i].0),
-            Slot::Duplicate(ack) => ack,
         }
     }
 
@@ -265,97 +251,27 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Decides every signal of one request. A session gap or stale duplicate rejects the
-    /// whole request, and then nothing of it reaches `records` or the overlay.
-    fn plan<'a>(
-        &self,
-        state: &ShardState,
-        signals: &'a [Signal],
-        base_seq: u64,
-        overlay: &mut Overlay,
-        records: &mut Vec<(Hlc, SignalRef<'a>)>,
-    ) -> Result<Vec<Slot>> {
-        let mut local = Overlay::default();
-        let mut fresh: Vec<(Hlc, SignalRef<'a>)> = Vec::new();
-        let mut slots = Vec::with_capacity(signals.len());
-        for signal in signals {
-            if let Some(ack) = self.find_duplicate_key(state, overlay, &local, signal) {
-                slots.push(Slot::Duplicate(ack.as_duplicate()));
-                continue;
-            }
-            if let Some(dup) = self.check_session(state, overlay, &local, signal)? {
-                slots.push(Slot::Duplicate(dup));
-                continue;
-            }
-            let hlc = self.clock.now();
-            let index = records.len() + fresh.len();
-            let ack = Ack::new(self.shard, base_seq + index as u64, hlc);
-            note(&mut local, state, overlay, signal, ack);
-            fresh.push((hlc, signal.as_ref()));
-            slots.push(Slot::New(index));
-        }
-        records.extend(fresh);
-        overlay.sessions.extend(local.sessions);
-        overlay.idempotency.extend(local.idempotency);
-        Ok(slots)
-    }
-
-    fn find_duplicate_key(
-        &self,
-        state: &ShardState,
-        group: &Overlay,
-        local: &Overlay,
-        s: &Signal,
-    ) -> Option<Ack> {
-        let key = IdempotencyStore::scoped_key(&s.user, s.idempotency_key.as_deref()?);
-        local
-            .idempotency
-            .get(&key)
-            .or_else(|| group.idempotency.get(&key))
-            .copied()
-            .or_else(|| state.idempotency.get(&key))
-    }
-
-    fn check_session(
-        &self,
-        state: &ShardState,
-        group: &Overlay,
-        local: &Overlay,
-        s: &Signal,
-    ) -> Result<Option<Ack>> {
-        let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
-            return Ok(None);
-        };
-        let key = IdempotencyStore::scoped_key(&s.user, session);
-        let check = match local.sessions.get(&key).or_else(|| group.sessions.get(&key)) {
-            Some((hwm, acks)) => check_seq(*hwm, acks, n),
-            None => state.session_check(&s.user, session, n),
-        };
-        match check {
-            SeqCheck::Apply => Ok(None),
-            SeqCheck::Duplicate(ack) => Ok(Some(ack)),
-            SeqCheck::Gap { expected } => {
-                Err(Error::SessionGap { user: s.user.clone(), session: session.to_owned(), expected, got: n })
-            }
-            SeqCheck::StaleDuplicate { hwm } => {
-                Err(Error::StaleDuplicate { user: s.user.clone(), session: session.to_owned(), got: n, hwm })
-            }
-        }
-    }
-
     fn maybe_snapshot(&mut self) {
+        if self.job.as_ref().is_some_and(|job| !job.is_finished()) {
+            return;
+        }
         let applied = self.wal.next_seq() - 1;
         let due = self.snapshot_every_signals > 0
             && applied - self.last_snapshot_seq >= self.snapshot_every_signals;
-        if due && let Err(error) = self.snapshot() {
+        if due && let Err(error) = self.start_snapshot(&mut None) {
             tracing::warn!(shard = self.shard, %error, "automatic snapshot failed; the WAL still holds everything");
         }
     }
 
-    /// Writes a snapshot of the current state, prunes old snapshots and the WAL they cover.
-    pub fn snapshot(&mut self) -> Result<u64> {
+    /// Starts a snapshot of the current state in the background (see `snapshot_job`), after
+    /// waiting for a running one. The job takes `reply` and sends it the outcome; on an error
+    /// here `reply` is left to the caller.
+    pub fn start_snapshot(&mut self, reply: &mut Option<oneshot::Sender<Result<u64>>>) -> Result<()> {
         if self.failed.is_some() {
             return Err(self.failed_error());
+        }
+        if let Some(job) = self.job.take() {
+            job.wait();
         }
         // A snapshot must never cover records the WAL could still lose.
         if let Err(e) = self.wal.sync() {
@@ -363,50 +279,9 @@ impl ShardWriter {
             return Err(self.failed_error());
         }
         self.unsynced = false;
-        let (bytes_seq, path) = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let path = snapshot::write(&*self.vfs, &self.snapshot_dir, &state)?;
-            (state.applied_seq, path)
-        };
-        self.last_snapshot_seq = bytes_seq;
-        if let Some(oldest) = snapshot::prune(&*self.vfs, &self.snapshot_dir, self.shard)? {
-            let retired = match &self.archive_dir {
-                Some(archive) => history::archive_segments_before(
-                    &*self.vfs,
-                    &self.wal_dir,
-                    archive,
-                    self.shard,
-                    oldest + 1,
-                )?,
-                None => reader::remove_segments_before(&*self.vfs, &self.wal_dir, self.shard, oldest + 1)?,
-            };
-            tracing::debug!(
-                shard = self.shard,
-                segments = retired.len(),
-                "WAL segments covered by snapshots retired"
-            );
-        }
-        tracing::info!(shard = self.shard, seq = bytes_seq, path = %path.display(), "snapshot written");
-        Ok(bytes_seq)
+        let copy = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.last_snapshot_seq = copy.applied_seq;
+        self.job = Some(SnapshotJob::start(self.snapshot_target.clone(), copy, reply.take())?);
+        Ok(())
     }
-}
-
-/// Records a planned write in the request's overlay.
-fn note(local: &mut Overlay, state: &ShardState, group: &Overlay, s: &Signal, ack: Ack) {
-    if let Some(key) = &s.idempotency_key {
-        local.idempotency.insert(IdempotencyStore::scoped_key(&s.user, key), ack);
-    }
-    let (Some(session), Some(n)) = (s.session.as_deref(), s.session_seq) else {
-        return;
-    };
-    let key = IdempotencyStore::scoped_key(&s.user, session);
-    let entry = local.sessions.entry(key.clone()).or_insert_with(|| match group.sessions.get(&key) {
-        Some(known) => known.clone(),
-        None => state.session(&s.user, session).map_or_else(
-            || (state.evicted_hwm(&s.user, session), Vec::new()),
-            |st| (st.hwm, st.recent_acks().copied().collect()),
-        ),
-    });
-    entry.0 = n;
-    entry.1.push((n, ack));
 }

@@ -1,0 +1,106 @@
+//! Snapshots off the write path: the shard's writer thread hands a consistent copy of its
+//! state (cloned between two group commits, so it is exactly the state after one batch) to a
+//! background thread, which encodes it, writes it atomically, prunes old snapshots and retires
+//! the WAL segments they cover, while the writer goes on committing.
+//!
+//! Invariants: at most one job per shard runs at a time (the writer waits for a running one
+//! before it starts another, and before it stops); the WAL is fsynced up to the copy's seq
+//! before the copy is taken, so a snapshot never covers a record the WAL could still lose;
+//! segments are only retired below the oldest kept snapshot, and the segment the writer
+//! appends to is never among them (it has no successor). The copy costs memory: up to one
+//! more shard state while a job runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::snapshot;
+use super::state::{ShardParams, ShardState};
+use crate::error::Result;
+use crate::history;
+use crate::wal::vfs::Vfs;
+use crate::wal::{WalError, reader};
+
+/// Where a shard's snapshots and retired segments go.
+#[derive(Clone)]
+pub(crate) struct SnapshotTarget {
+    pub shard: u32,
+    pub params: ShardParams,
+    pub vfs: Arc<dyn Vfs>,
+    pub snapshot_dir: PathBuf,
+    pub wal_dir: PathBuf,
+    /// Where covered segments go; `None` deletes them instead.
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// A snapshot being written in the background.
+pub(crate) struct SnapshotJob {
+    /// The seq the snapshot covers.
+    pub seq: u64,
+    handle: JoinHandle<()>,
+}
+
+impl SnapshotJob {
+    /// Starts writing `state` (a copy the writer made). The outcome goes to `reply` when
+    /// someone waits for it, else failures are logged (the WAL still holds everything).
+    pub fn start(
+        target: SnapshotTarget,
+        state: ShardState,
+        reply: Option<oneshot::Sender<Result<u64>>>,
+    ) -> Result<SnapshotJob> {
+        let seq = state.applied_seq;
+        let dir = target.snapshot_dir.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("tidal-snap-{}", target.shard))
+            .spawn(move || {
+                let outcome = write(&target, &state);
+                drop(state);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(outcome);
+                    }
+                    None => {
+                        if let Err(error) = outcome {
+                            tracing::warn!(shard = target.shard, %error, "automatic snapshot failed; the WAL still holds everything");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| WalError::io("spawn snapshot thread", dir, e))?;
+        Ok(SnapshotJob { seq, handle })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the job to end (its outcome went to its reply or the log).
+    pub fn wait(self) {
+        if self.handle.join().is_err() {
+            tracing::error!(seq = self.seq, "snapshot thread panicked");
+        }
+    }
+}
+
+/// Writes the snapshot, prunes old ones, retires the WAL they cover; returns the seq.
+fn write(target: &SnapshotTarget, state: &ShardState) -> Result<u64> {
+    let vfs = &*target.vfs;
+    let path = snapshot::write(vfs, &target.snapshot_dir, state, &target.params)?;
+    if let Some(oldest) = snapshot::prune(vfs, &target.snapshot_dir, target.shard)? {
+        let retired = match &target.archive_dir {
+            Some(archive) => {
+                history::archive_segments_before(vfs, &target.wal_dir, archive, target.shard, oldest + 1)?
+            }
+            None => reader::remove_segments_before(vfs, &target.wal_dir, target.shard, oldest + 1)?,
+        };
+        tracing::debug!(
+            shard = target.shard,
+            segments = retired.len(),
+            "WAL segments covered by snapshots retired"
+        );
+    }
+    tracing::info!(shard = target.shard, seq = state.applied_seq, path = %path.display(), "snapshot written");
+    Ok(state.applied_seq)
+}
