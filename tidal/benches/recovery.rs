@@ -2,7 +2,8 @@
 //! to the time it takes to just read the same WAL files sequentially (the physical limit).
 //!
 //! `cargo bench -p tidal --bench recovery` (env `RECOVERY_SIGNALS` sets the store size,
-//! default 10 000 000).
+//! default 10 000 000; `RECOVERY_DIR` keeps the store for later runs and `RECOVERY_OPEN_ONLY`
+//! measures only the first open, for profiling).
 //!
 //! Setup, not measured against any target: a store on real disk (under the cargo target
 //! tmpdir), 4 shards, no automatic snapshots, loaded with `write_batch` of 10 000 realistic
@@ -267,10 +268,18 @@ fn main() {
         .prefix("recovery-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("scratch dir");
-    let dir = scratch.path();
-    load(dir, total);
+    // For profiling: RECOVERY_DIR keeps the store (loaded once, reused by later runs) and
+    // RECOVERY_OPEN_ONLY=1 measures only the open without snapshot.
+    let kept = std::env::var_os("RECOVERY_DIR").map(PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(scratch.path());
+    if !dir.join(tidal::manifest::MANIFEST_FILE).exists() {
+        load(dir, total);
+    }
     let seq_mbs = sequential_read(dir);
     let (db, full_open) = open_without_snapshot(dir, seq_mbs);
+    if std::env::var_os("RECOVERY_OPEN_ONLY").is_some() {
+        return;
+    }
     open_with_snapshot(dir, db, full_open);
     println!(
         "peak RSS (VmHWM, whole process incl. load): {:.0} MB",

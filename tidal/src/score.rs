@@ -111,10 +111,18 @@ impl Ord for Key {
 }
 
 /// Every item's undecayed score, merged across shards, ordered for top-k.
+///
+/// Equal scores are common (every item seen once has the same one), so the order breaks ties
+/// by a stable hash of the id before the id itself: comparisons rarely reach the id's bytes
+/// (each a pointer chase, and the main cost of maintaining the order before).
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    scores: hashbrown::HashMap<Arc<str>, f64>,
-    order: BTreeSet<(Key, Arc<str>)>,
+    scores: hashbrown::HashMap<Arc<str>, (f64, u64)>,
+    order: BTreeSet<(Key, u64, Arc<str>)>,
+}
+
+fn id_hash(item: &str) -> u64 {
+    crate::shard::router::stable_hash(item.as_bytes())
 }
 
 impl ScoreIndex {
@@ -123,43 +131,46 @@ impl ScoreIndex {
         if delta == 0.0 && self.scores.contains_key(item) {
             return;
         }
-        let old = match self.scores.get_key_value_mut(&**item) {
-            Some((key, score)) => {
+        match self.scores.get_key_value_mut(&**item) {
+            Some((key, (score, hash))) => {
                 let old = *score;
                 *score += delta;
-                self.order.remove(&(Key(old), key.clone()));
-                self.order.insert((Key(*score), key.clone()));
-                return;
+                self.order.remove(&(Key(old), *hash, key.clone()));
+                self.order.insert((Key(*score), *hash, key.clone()));
             }
-            None => 0.0,
-        };
-        self.scores.insert(item.clone(), old + delta);
-        self.order.insert((Key(old + delta), item.clone()));
+            None => {
+                let hash = id_hash(item);
+                self.scores.insert(item.clone(), (delta, hash));
+                self.order.insert((Key(delta), hash, item.clone()));
+            }
+        }
     }
 
     /// Builds the index from per-shard contributions in one pass: sums per item first, then
     /// one sorted bulk build (inserting one by one would compare ids on every tie).
     pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a Arc<str>, f64)>) -> ScoreIndex {
-        let mut scores: hashbrown::HashMap<Arc<str>, f64> = hashbrown::HashMap::new();
+        let mut scores: hashbrown::HashMap<Arc<str>, (f64, u64)> = hashbrown::HashMap::new();
         for (item, score) in parts {
             match scores.get_mut(&**item) {
-                Some(sum) => *sum += score,
+                Some((sum, _)) => *sum += score,
                 None => {
-                    scores.insert(item.clone(), score);
+                    scores.insert(item.clone(), (score, id_hash(item)));
                 }
             }
         }
-        let order = scores.iter().map(|(item, score)| (Key(*score), item.clone())).collect();
-        ScoreIndex { scores, order }
+        let mut order: Vec<(Key, u64, Arc<str>)> =
+            scores.iter().map(|(item, (score, hash))| (Key(*score), *hash, item.clone())).collect();
+        order.sort_unstable();
+        ScoreIndex { scores, order: order.into_iter().collect() }
     }
 
     /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
     pub fn top(&self, k: usize, offset: usize) -> Vec<(Arc<str>, f64)> {
-        self.order.iter().rev().skip(offset).take(k).map(|(s, item)| (item.clone(), s.0)).collect()
+        self.order.iter().rev().skip(offset).take(k).map(|(s, _, item)| (item.clone(), s.0)).collect()
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
-        self.scores.get(item).copied()
+        self.scores.get(item).map(|(score, _)| *score)
     }
 
     pub fn len(&self) -> usize {

@@ -130,6 +130,9 @@ pub struct ShardState {
     pub idempotency: IdempotencyStore,
     pub limits: StateLimits,
     pub scoring: Scoring,
+    /// The decay growth of the last record's millisecond: records of a batch share their
+    /// millisecond, so most records skip the `exp2`. Derived, not part of the state.
+    growth_memo: (u64, Decay, f64),
 }
 
 impl ShardState {
@@ -143,7 +146,16 @@ impl ShardState {
             idempotency: IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max),
             limits,
             scoring: Scoring::default(),
+            growth_memo: (u64::MAX, Decay { t_ref_ms: 0, half_life_ms: 0 }, 0.0),
         }
+    }
+
+    fn growth_at(&mut self, t_ms: u64) -> f64 {
+        let decay = self.scoring.decay;
+        if self.growth_memo.0 != t_ms || self.growth_memo.1 != decay {
+            self.growth_memo = (t_ms, decay, decay.growth(t_ms));
+        }
+        self.growth_memo.2
     }
 
     /// An empty state applied with a store's pinned parameters (limits and decay).
@@ -160,7 +172,7 @@ impl ShardState {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
         let replica = replica_id(origin, self.shard);
-        let growth = self.scoring.decay.growth(hlc.physical_ms());
+        let growth = self.growth_at(hlc.physical_ms());
         let weights = self.scoring.weights;
         let (item, contribution) = match self.items.get_key_value_mut(signal.item) {
             Some((key, entry)) => {
