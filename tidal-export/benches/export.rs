@@ -1,7 +1,7 @@
 //! Export: rows/s and signals/s of a DPO Parquet export from 10 million signals, and the
 //! export's peak memory.
 //!
-//! `cargo bench -p tidal --bench export` (env `EXPORT_SIGNALS` scales the history, default
+//! `cargo bench -p tidal-export --bench export` (env `EXPORT_SIGNALS` scales the history, default
 //! 10 000 000).
 //!
 //! The parent process builds the store once under the cargo target tmpdir

@@ -4,7 +4,7 @@
 //!
 //! The binary is the workspace's own `tidal`, found next to the test executable's profile
 //! directory (`target/debug/deps/xxx` → `target/debug/tidal`); when it is missing it is built
-//! once with `$CARGO build -p tidal --bin tidal`. A dropped [`TidalServer`] kills its process.
+//! once with `$CARGO build -p tidal-cli --bin tidal`. A dropped [`TidalServer`] kills its process.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -112,7 +112,7 @@ pub fn tidal_binary() -> PathBuf {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(&cargo);
-    build.args(["build", "-p", "tidal", "--bin", "tidal"]);
+    build.args(["build", "-p", "tidal-cli", "--bin", "tidal"]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
@@ -122,8 +122,8 @@ pub fn tidal_binary() -> PathBuf {
     let status = build.status();
     assert!(
         binary.is_file(),
-        "no tidal binary at {} and `{} build -p tidal --bin tidal` did not make one ({status:?}); \
-         run `cargo build -p tidal --bin tidal` first",
+        "no tidal binary at {} and `{} build -p tidal-cli --bin tidal` did not make one ({status:?}); \
+         run `cargo build -p tidal-cli --bin tidal` first",
         binary.display(),
         Path::new(&cargo).display(),
     );

@@ -35,6 +35,8 @@ use crate::session::{Ack, IdempotencyStore};
 use crate::wal::WalError;
 use crate::wal::vfs::Vfs;
 
+/// A snapshot is written and fsynced in slices of this size (see [`write`]).
+pub const SYNC_SLICE_BYTES: usize = 4 << 20;
 /// Snapshots kept per shard.
 pub const SNAPSHOTS_KEPT: usize = 2;
 const MAGIC: &[u8; 8] = b"TDLSNAP1";
@@ -251,8 +253,12 @@ pub fn write(
         vfs.remove_file(&tmp).map_err(|e| WalError::io("remove stale temp snapshot", &tmp, e))?;
     }
     let mut file = vfs.create_new(&tmp).map_err(|e| WalError::io("create snapshot", &tmp, e))?;
-    file.write_all(&bytes).map_err(|e| WalError::io("write snapshot", &tmp, e))?;
-    file.sync_data().map_err(|e| WalError::io("fsync snapshot", &tmp, e))?;
+    // In slices, each made durable before the next: the WAL's fsyncs on the same file system
+    // then never wait behind more than one slice of snapshot writeback.
+    for slice in bytes.chunks(SYNC_SLICE_BYTES) {
+        file.write_all(slice).map_err(|e| WalError::io("write snapshot", &tmp, e))?;
+        file.sync_data().map_err(|e| WalError::io("fsync snapshot", &tmp, e))?;
+    }
     drop(file);
     vfs.rename(&tmp, &path).map_err(|e| WalError::io("rename snapshot", &path, e))?;
     vfs.sync_dir(dir).map_err(|e| WalError::io("fsync snapshot directory", dir, e))?;
