@@ -1,0 +1,15 @@
+//! Tidal's replication (DESIGN.md section 8), built in the order the issues give:
+//!
+//! - [`transport`]: framed messages between [`transport::NodeId`]s. The [`transport::Transport`]
+//!   trait is what protocol runtimes send through; [`transport::sim::SimNetwork`] is the
+//!   seeded in-process network the deterministic simulations drive (delays, drops,
+//!   duplicates, reordering, one-way partitions, crashed nodes), where one seed replays one
+//!   run exactly.
+//!
+//! Still to come, each in its own module: the TCP transport, the leader's `WalShipper`
+//! (`shipper.rs`), `FollowerDb` and `NodeRole` (`follower.rs`), the cluster configuration, the
+//! `ControlPlane` on openraft, reconciliation and the rolling-upgrade coordinator. Protocol
+//! logic stays pure (events in, actions out); the shard engine it applies batches with is
+//! `tidal::shard::engine`.
+
+pub mod transport;
