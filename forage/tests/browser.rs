@@ -198,7 +198,7 @@ fn web_ui_feedback_reaches_tidal_and_sources_draw_posteriors() {
     wait_for("the liked state on the card", UI_TIMEOUT, || {
         Ok(card_state(&browser, &liked)?["liked"].as_bool().unwrap_or(false).then_some(()))
     });
-    assert!(forage.signal_count(&liked, "like") >= 1, "the like of {liked} did not reach Tidal");
+    assert_eq!(forage.signal_count(&liked, "like"), 1, "the like of {liked} must reach Tidal exactly once");
     wait_for("a toast confirming the like", UI_TIMEOUT, || {
         let toasts = browser.find_all("#toasts .toast")?;
         let texts: Vec<String> = toasts.iter().filter_map(|t| browser.text(t).ok()).collect();
@@ -219,7 +219,11 @@ fn web_ui_feedback_reaches_tidal_and_sources_draw_posteriors() {
     wait_for("the skipped card to disappear", UI_TIMEOUT, || {
         Ok(card_state(&browser, &skipped)?.is_null().then_some(()))
     });
-    assert!(forage.signal_count(&skipped, "skip") >= 1, "the skip of {skipped} did not reach Tidal");
+    assert_eq!(
+        forage.signal_count(&skipped, "skip"),
+        1,
+        "the skip of {skipped} must reach Tidal exactly once"
+    );
     assert_eq!(
         card_state(&browser, &liked).expect("liked card")["liked"],
         json!(true),
