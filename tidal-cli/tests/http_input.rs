@@ -1,0 +1,114 @@
+//! Bad input at the HTTP boundary, against a real `tidal serve`: cases an independent run
+//! found (positional signals, malformed `min_seq`), each answered 4xx with the JSON error
+//! body and writing nothing.
+
+mod common;
+
+use std::io::Read;
+use std::process::Child;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A `tidal serve` child process; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(flags: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, base) = common::start_serve(dir.path(), flags, &[]);
+    Server { child, base, _dir: dir }
+}
+
+/// Status, content type and body of one exchange (4xx/5xx included).
+fn call(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> (u16, String, String) {
+    finish(request.call())
+}
+
+fn finish(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String, String) {
+    let mut response = response.expect("HTTP exchange");
+    let status = response.status().as_u16();
+    let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut text = String::new();
+    response.body_mut().as_reader().read_to_string(&mut text).expect("read body");
+    (status, ct, text)
+}
+
+fn post_json(a: &ureq::Agent, base: &str, body: &str) -> (u16, String, String) {
+    finish(a.post(format!("{base}/v1/signals")).header("Content-Type", "application/json").send(body))
+}
+
+/// Asserts the JSON error answer `{error: {code, message, field}}`; returns (code, field).
+fn error(reply: &(u16, String, String), status: u16) -> (String, Option<String>) {
+    let (got, ct, text) = reply;
+    assert_eq!(*got, status, "{text}");
+    assert!(ct.starts_with("application/json"), "content type `{ct}`: {text}");
+    let body: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(e["field"].is_string() || e["field"].is_null(), "{body}");
+    (e["code"].as_str().unwrap_or("").to_owned(), e["field"].as_str().map(str::to_owned))
+}
+
+/// Sum of applied seqs over shards: what the store has written.
+fn written(a: &ureq::Agent, base: &str) -> u64 {
+    let (status, _, text) = call(a.get(format!("{base}/v1/stats")));
+    assert_eq!(status, 200, "{text}");
+    let stats: Value = serde_json::from_str(&text).expect("stats JSON");
+    stats["seqs"].as_array().expect("seqs").iter().filter_map(Value::as_u64).sum()
+}
+
+#[test]
+fn positional_signals_are_refused_and_write_nothing() {
+    let server = start(&[]);
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
+    let ok = r#"{"user":"u","item":"pos-ok","kind":"click"}"#;
+    let positional = r#"["u",null,null,"pos-1","click"]"#;
+    let cases = [
+        (format!("[{positional}]"), "signals[0]"),
+        (format!("[{ok},{positional}]"), "signals[1]"),
+        (positional.to_owned(), "signals[0]"),
+    ];
+    for (body, field) in cases {
+        assert_eq!(error(&post_json(&a, base, &body), 400), ("invalid_signal".into(), Some(field.into())));
+    }
+    let ndjson = format!("{ok}\n{positional}\n");
+    let reply = finish(
+        a.post(format!("{base}/v1/signals")).header("Content-Type", "application/x-ndjson").send(&ndjson),
+    );
+    assert_eq!(error(&reply, 400), ("invalid_signal".into(), Some("signals[1]".into())));
+    assert_eq!(written(&a, base), 0, "a refused request wrote something");
+    for item in ["pos-ok", "pos-1"] {
+        assert_eq!(call(a.get(format!("{base}/v1/items/{item}"))).0, 404, "{item} was written");
+    }
+    assert_eq!(post_json(&a, base, &format!("[{ok}]")).0, 200, "the object form still works");
+}
+
+#[test]
+fn malformed_min_seq_is_invalid_token_on_every_read() {
+    let server = start(&["--shards", "2"]);
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
+    assert_eq!(post_json(&a, base, r#"{"user":"u","item":"i","kind":"click","session":"s"}"#).0, 200);
+    let reads =
+        ["/v1/items/i", "/v1/top", "/v1/users/u", "/v1/users/u/sessions/s", "/v1/users/u/hard-negatives"];
+    let reads = reads.iter().copied().chain(["/v1/stats"]);
+    let tokens = ["", "0:1,", ",0:1", "0:1,,1:1", "0:", ":1", "0:1:2", "-1:2", "zzz", "%20", "9:1"];
+    for path in reads {
+        for token in tokens {
+            let reply = call(a.get(format!("{base}{path}?min_seq={token}")));
+            let expected = ("invalid_token".to_owned(), Some("min_seq".to_owned()));
+            assert_eq!(error(&reply, 400), expected, "{path}?min_seq={token}");
+        }
+        assert_eq!(call(a.get(format!("{base}{path}?min_seq=0:0,1:0"))).0, 200, "{path} with a good token");
+    }
+}
