@@ -1,10 +1,11 @@
 //! Bad input at the HTTP boundary, against a real `tidal serve`: cases an independent run
-//! found (positional signals, malformed `min_seq`), each answered 4xx with the JSON error
-//! body and writing nothing.
+//! found (positional signals, malformed `min_seq`, over-long paths), each answered 4xx with
+//! the JSON error body and writing nothing.
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Child;
 use std::time::Duration;
 
@@ -111,4 +112,41 @@ fn malformed_min_seq_is_invalid_token_on_every_read() {
         }
         assert_eq!(call(a.get(format!("{base}{path}?min_seq=0:0,1:0"))).0, 200, "{path} with a good token");
     }
+}
+
+/// Sends raw bytes on a fresh connection; returns the status and the answer's body.
+fn raw(base: &str, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ct = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .unwrap_or_default();
+    let length =
+        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ")?.parse().ok());
+    assert_eq!(length, Some(body.len()), "content-length and body disagree: {head}");
+    (status, ct, body.to_owned())
+}
+
+#[test]
+fn hypers_own_answers_carry_the_json_error() {
+    let server = start(&[]);
+    let base = server.base.as_str();
+    let long = format!("GET /v1/items/{} HTTP/1.1\r\nHost: t\r\n\r\n", "x".repeat(70_000));
+    let reply = raw(base, long.as_bytes());
+    assert_eq!(error(&reply, 414), ("uri_too_long".into(), Some("path".into())));
+    let bad_header = raw(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n");
+    assert_eq!(error(&bad_header, 400).0, "bad_request");
+    // Just under hyper's limit the router answers (404 JSON for an unknown item).
+    let near =
+        format!("GET /v1/items/{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "x".repeat(60_000));
+    assert_eq!(error(&raw(base, near.as_bytes()), 404).0, "not_found");
+    let ok = raw(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!((ok.0, ok.2.as_str()), (200, r#"{"status":"ok"}"#), "other answers pass unchanged");
 }
