@@ -1,6 +1,6 @@
 //! Bad input at the HTTP boundary, against a real `tidal serve`: cases an independent run
-//! found (positional signals, malformed `min_seq`, over-long paths), each answered 4xx with
-//! the JSON error body and writing nothing.
+//! found (positional signals, malformed `min_seq`, over-long paths, byte limits stated as
+//! characters), each answered 4xx with the JSON error body and writing nothing.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Child;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A `tidal serve` child process; killed when dropped.
 struct Server {
@@ -149,4 +149,56 @@ fn hypers_own_answers_carry_the_json_error() {
     assert_eq!(error(&raw(base, near.as_bytes()), 404).0, "not_found");
     let ok = raw(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!((ok.0, ok.2.as_str()), (200, r#"{"status":"ok"}"#), "other answers pass unchanged");
+}
+
+/// Walks `v` and collects every (JSON pointer, value) of `key`.
+fn find_key<'a>(v: &'a Value, key: &str, at: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                if k == key {
+                    out.push((at.clone(), child));
+                }
+                find_key(child, key, format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                find_key(child, key, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn openapi_states_length_limits_in_bytes_as_the_server_counts() {
+    use tidal::signal::{ATTR_KEY_BYTES_MAX, ATTR_VALUE_BYTES_MAX, ID_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
+    let doc: Value = serde_json::from_str(tidal_server::handlers::OPENAPI_JSON).expect("openapi.json");
+    let mut max_lengths = Vec::new();
+    find_key(&doc, "maxLength", String::new(), &mut max_lengths);
+    assert_eq!(max_lengths, vec![], "maxLength counts characters; the server counts bytes");
+    let signal = &doc["components"]["schemas"]["Signal"]["properties"];
+    let limit = |v: &Value| v["x-tidal-bytes-max"].as_u64().map(|n| n as usize);
+    for field in ["user", "item", "session", "context", "source"] {
+        assert_eq!(limit(&signal[field]), Some(ID_BYTES_MAX), "{field}");
+        let text = signal[field]["description"].as_str().unwrap_or("");
+        assert!(text.contains(&format!("{ID_BYTES_MAX} bytes")), "{field}: {text}");
+    }
+    assert_eq!(limit(&signal["idempotency_key"]), Some(IDEMPOTENCY_KEY_BYTES_MAX));
+    assert_eq!(limit(&signal["attrs"]["additionalProperties"]), Some(ATTR_VALUE_BYTES_MAX));
+    assert_eq!(limit(&signal["attrs"]["propertyNames"]), Some(ATTR_KEY_BYTES_MAX));
+    assert_eq!(limit(&doc["components"]["parameters"]["Id"]["schema"]), Some(ID_BYTES_MAX));
+
+    // And the server counts bytes: 2-byte characters hit the limit at half the characters.
+    let server = start(&[]);
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
+    let fits = "é".repeat(ID_BYTES_MAX / 2);
+    let over = "é".repeat(ID_BYTES_MAX / 2 + 1);
+    let body = |item: &str| json!({"user": "u", "item": item, "kind": "click"}).to_string();
+    assert_eq!(post_json(&a, base, &body(&fits)).0, 200, "{} bytes fit", fits.len());
+    let reply = post_json(&a, base, &body(&over));
+    assert_eq!(error(&reply, 400), ("invalid_signal".into(), Some("signals[0].item".into())));
+    assert!(reply.2.contains("bytes"), "{}", reply.2);
+    assert_eq!(written(&a, base), 1);
 }
