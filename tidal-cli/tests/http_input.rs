@@ -1,13 +1,15 @@
-//! Bad input at the HTTP boundary, against a real `tidal serve`: cases an independent run
-//! found (positional signals, malformed `min_seq`, over-long paths, byte limits stated as
-//! characters), each answered 4xx with the JSON error body and writing nothing.
+//! Bad input at the HTTP boundary, against a real `tidal serve`: the cases an independent
+//! run found (positional signals, malformed `min_seq`, over-long paths, byte limits stated
+//! as characters), each answered 4xx with the JSON error body and writing nothing; and a
+//! property-based run of schemathesis against the served `/openapi.json`, so this class of
+//! bug is found by machine: no 5xx, every status documented, every body as its schema says.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
-use std::time::Duration;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -201,4 +203,86 @@ fn openapi_states_length_limits_in_bytes_as_the_server_counts() {
     assert_eq!(error(&reply, 400), ("invalid_signal".into(), Some("signals[0].item".into())));
     assert!(reply.2.contains("bytes"), "{}", reply.2);
     assert_eq!(written(&a, base), 1);
+}
+
+#[test]
+fn every_documented_response_has_a_body_schema() {
+    // Conformance checks mean something only where a body has a schema to conform to.
+    let doc: Value = serde_json::from_str(tidal_server::handlers::OPENAPI_JSON).expect("openapi.json");
+    let shared = &doc["components"]["responses"];
+    let mut checked = 0;
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let response = match response["$ref"].as_str() {
+                    Some(name) => &shared[name.rsplit('/').next().unwrap_or("")],
+                    None => response,
+                };
+                let content = response["content"].as_object();
+                let typed =
+                    content.is_some_and(|c| !c.is_empty() && c.values().all(|m| m["schema"].is_object()));
+                assert!(typed, "{method} {path} {status} has no body schema");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= tidal_server::routes().len() * 2, "only {checked} responses checked");
+}
+
+/// Runs `schemathesis run URL/openapi.json ARGS` in `cwd` (its example database stays off);
+/// returns whether it passed and everything it printed. Fails, never skips, when
+/// schemathesis is missing: `scripts/test-all.sh` installs it.
+fn schemathesis(base: &str, args: &[&str], cwd: &std::path::Path) -> (bool, String) {
+    let checks =
+        "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance";
+    let output = Command::new("schemathesis")
+        .arg("run")
+        .arg(format!("{base}/openapi.json"))
+        .args(["--checks", checks, "--seed", "20261201", "--generation-database", "none"])
+        .args(["--phases", "examples,coverage,fuzzing", "--workers", "1", "--request-timeout", "20"])
+        .args(["--suppress-health-check", "all", "--no-color", "--no-shrink"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running schemathesis ({e}); install it: python3 -m pip install schemathesis")
+        });
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[test]
+fn schemathesis_finds_no_5xx_no_undocumented_status_and_no_off_schema_body() {
+    let server = start(&["--shards", "4"]);
+    let (a, base) = (common::agent(Duration::from_secs(30)), server.base.as_str());
+    // The documented `min_seq` example is `0:12,3:40`: reach it, so reads that use it
+    // answer at once instead of a (documented, but 5xx) 503 `not_yet`.
+    let seed: Vec<Value> =
+        (0..400).map(|n| json!({"user": format!("seed-{n}"), "item": "seed", "kind": "click"})).collect();
+    assert_eq!(post_json(&a, base, &Value::Array(seed).to_string()).0, 200);
+    let (_, _, stats) = call(a.get(format!("{base}/v1/stats?min_seq=0:12,3:40&wait_ms=0")));
+    assert!(stats.contains("\"seqs\""), "the example token is not yet applied: {stats}");
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let started = Instant::now();
+
+    // Only invalid ingest requests: every one must be refused and nothing written.
+    let before = written(&a, base);
+    let negative = ["--mode", "negative", "--include-path", "/v1/signals", "--max-examples", "60"];
+    let (passed, output) = schemathesis(base, &negative, scratch.path());
+    println!("{output}");
+    assert!(passed, "schemathesis (negative ingest) failed:\n{output}");
+    assert!(output.contains("Tested: 1\n"), "the ingest operation was not tested:\n{output}");
+    assert_eq!(written(&a, base), before, "an invalid request wrote something:\n{output}");
+
+    // Valid and invalid requests on every operation.
+    let (passed, output) = schemathesis(base, &["--mode", "all", "--max-examples", "25"], scratch.path());
+    println!("{output}");
+    assert!(passed, "schemathesis (all operations) failed:\n{output}");
+    // schemathesis leaves out the operation that serves the schema itself (/openapi.json).
+    let operations = tidal_server::routes().len() - 1;
+    let every = format!("Selected: {operations}/{operations}\n  Tested: {operations}\n");
+    assert!(output.contains(&every), "not every operation was tested:\n{output}");
+    assert!(written(&a, base) > before, "no generated signal was ever accepted:\n{output}");
+    assert!(started.elapsed() < Duration::from_secs(120), "too slow: {:?}", started.elapsed());
 }
