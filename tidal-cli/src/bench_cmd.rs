@@ -1,17 +1,17 @@
 //! `tidal bench http`: durable ingest over the network, Tidal vs Redis, in the same run.
 //!
-//! Starts a `tidal serve` child (fsync durability) and, when `redis-server` is installed, a
+//! Starts a `tidal serve` child (fsync durability unless `--durability` says otherwise) and, when `redis-server` is installed, a
 //! Redis child with `appendonly yes` and `appendfsync always` (every write fsynced before the
 //! reply), both on loopback with scratch directories. The same concurrent clients then send
 //! the same signals: Tidal as JSON over HTTP (`POST /v1/signals`), Redis as pipelined
 //! `XADD` (the signal) + `HINCRBY` (the item aggregate) per signal. Two shapes: batches of
-//! `--batch` signals per request/pipeline, and one signal per request. Ratios are what to
+//! `--batch` signals per request/pipeline, and one signal per request. Each line gives the
+//! rate and the p50/p99 latency of one request (one pipeline for Redis). Ratios are what to
 //! read: the machine is shared.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +40,10 @@ pub struct HttpArgs {
     /// Shards of the Tidal store (each shard fsyncs its own WAL).
     #[arg(long, default_value_t = 4)]
     shards: u32,
+    /// Durability of the Tidal store: `fsync` (the comparison with Redis), or `none` /
+    /// `interval:MS` to see what the HTTP path costs without the disk.
+    #[arg(long, default_value = "fsync")]
+    durability: String,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -60,20 +64,21 @@ impl Drop for Reaped {
 
 fn http(args: &HttpArgs) -> Result<()> {
     let scratch = tempfile_dir("tidal-bench-http")?;
-    let (server, addr) = start_tidal(&scratch.join("tidal"), args.shards)?;
+    let (server, addr) = start_tidal(&scratch.join("tidal"), args)?;
     let redis = if args.no_redis { None } else { start_redis(&scratch.join("redis"))? };
     println!(
-        "durable ingest over loopback, {} clients, {} s per shape, tidal with {} shards",
-        args.clients, args.seconds, args.shards
+        "durable ingest over loopback, {} clients, {} s per shape, tidal with {} shards, durability {}",
+        args.clients, args.seconds, args.shards, args.durability
     );
     for batch in [args.batch, 1] {
         let tidal = measure(args, |n| post_signals(&addr, n, batch), batch)?;
-        let line = format!("batch {batch:>5}: tidal {tidal:>10.0} signals/s");
+        let line = format!("batch {batch:>5}: tidal {tidal}");
         match &redis {
             Some((_, port)) => {
-                let redis_rate = measure(args, |n| redis_pipeline(*port, n, batch), batch)?;
-                println!("{line}   redis {redis_rate:>10.0} signals/s   ratio {:>5.2}x", tidal / redis_rate);
+                let redis = measure(args, |n| redis_pipeline(*port, n, batch), batch)?;
+                println!("{line}   redis {redis}   ratio {:>5.2}x", tidal.rate / redis.rate);
             }
+            None if args.no_redis => println!("{line}"),
             None => println!("{line}   (redis-server not found: apt-get install redis-server)"),
         }
     }
@@ -89,32 +94,57 @@ fn tempfile_dir(prefix: &str) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Runs `send` from every client for the configured time; returns signals per second.
-fn measure(args: &HttpArgs, send: impl Fn(u64) -> Result<()> + Sync, per_call: usize) -> Result<f64> {
-    let done = AtomicU64::new(0);
+/// What one shape measured: signals per second and request latencies.
+struct Measured {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(f, "{:>9.0} signals/s (p50 {:>6.2} ms, p99 {:>7.2} ms)", self.rate, ms(self.p50), ms(self.p99))
+    }
+}
+
+/// Runs `send` from every client for the configured time; returns the rate and latencies.
+fn measure(args: &HttpArgs, send: impl Fn(u64) -> Result<()> + Sync, per_call: usize) -> Result<Measured> {
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| -> Result<Vec<Duration>> {
         let workers: Vec<_> = (0..args.clients as u64)
             .map(|client| {
-                let (send, done) = (&send, &done);
-                scope.spawn(move || -> Result<()> {
-                    let mut call = 0u64;
+                let send = &send;
+                scope.spawn(move || -> Result<Vec<Duration>> {
+                    let mut took = Vec::new();
                     while Instant::now() < until {
+                        let call = took.len() as u64;
+                        let sent = Instant::now();
                         send((client << 40) | (call * per_call as u64))?;
-                        done.fetch_add(per_call as u64, Ordering::Relaxed);
-                        call += 1;
+                        took.push(sent.elapsed());
                     }
-                    Ok(())
+                    Ok(took)
                 })
             })
             .collect();
+        let mut all = Vec::new();
         for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+            all.extend(worker.join().map_err(|_| anyhow::anyhow!("a client panicked"))??);
         }
-        Ok(())
+        Ok(all)
     })?;
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+    };
+    let rate = (latencies.len() * per_call) as f64 / elapsed;
+    Ok(Measured {
+        rate,
+        p50: at(0.50).copied().unwrap_or_default(),
+        p99: at(0.99).copied().unwrap_or_default(),
+    })
 }
 
 fn signal_json(n: u64) -> serde_json::Value {
@@ -124,28 +154,76 @@ fn signal_json(n: u64) -> serde_json::Value {
     })
 }
 
+/// One `POST /v1/signals` on this thread's keep-alive connection, written and read by hand
+/// as the Redis side writes RESP: the request goes out in one write and the answer is read
+/// by its `Content-Length`, then checked (status 200, one ack per signal). A general client
+/// (`tidal_client::Client`, ureq) costs more CPU per request than the server's whole
+/// handling of it, and on a shared 2-core machine that would measure the client.
 fn post_signals(addr: &str, first: u64, count: usize) -> Result<()> {
     thread_local! {
-        // One client per bench thread: keep-alive connections, as the Redis side has.
-        static CLIENT: std::cell::OnceCell<tidal_client::Client> = const { std::cell::OnceCell::new() };
+        static CONN: std::cell::RefCell<Option<BufReader<TcpStream>>> = const { std::cell::RefCell::new(None) };
     }
     let body: Vec<serde_json::Value> = (first..first + count as u64).map(signal_json).collect();
-    CLIENT.with(|cell| {
-        let client = match cell.get() {
-            Some(client) => client,
-            None => {
-                let client = tidal_client::Client::new(&format!("http://{addr}"), None)?;
-                cell.get_or_init(|| client)
-            }
-        };
-        client.ingest(&body).map(|_| ()).context("POST /v1/signals")
+    let body = serde_json::to_vec(&body)?;
+    let mut request = format!(
+        "POST /v1/signals HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    CONN.with(|cell| -> Result<()> {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let stream = TcpStream::connect(addr).context("connecting to tidal serve")?;
+            stream.set_nodelay(true)?;
+            *slot = Some(BufReader::new(stream));
+        }
+        let conn = slot.as_mut().context("tidal connection")?;
+        conn.get_mut().write_all(&request)?;
+        let (status, answer) = read_answer(conn)?;
+        if status != 200 {
+            bail!("POST /v1/signals answered {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        let answer: tidal_client::wire::IngestAnswer = serde_json::from_slice(&answer)?;
+        if answer.acks.len() != count {
+            bail!("{} acks for {count} signals", answer.acks.len());
+        }
+        Ok(())
     })
 }
 
-fn start_tidal(dir: &std::path::Path, shards: u32) -> Result<(Reaped, String)> {
+/// Reads one HTTP/1.1 answer framed by `Content-Length`: its status and body.
+fn read_answer(conn: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let status =
+        line.get(9..12).and_then(|s| s.parse().ok()).with_context(|| format!("status line {line:?}"))?;
+    let mut length = None;
+    loop {
+        line.clear();
+        if conn.read_line(&mut line)? == 0 {
+            bail!("the connection closed inside an answer's head");
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(value.trim().parse::<usize>()?);
+        }
+    }
+    let mut body = vec![0; length.context("an answer without Content-Length")?];
+    conn.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+fn start_tidal(dir: &std::path::Path, args: &HttpArgs) -> Result<(Reaped, String)> {
     let exe = std::env::current_exe().context("locating the tidal binary")?;
     let mut child = Command::new(exe)
-        .args(["serve", "--durability", "fsync", "--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+        .args(["serve", "--durability", &args.durability, "--listen", "127.0.0.1:0"])
+        .args(["--shards", &args.shards.to_string()])
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::piped())

@@ -21,7 +21,8 @@ use ureq::Agent;
 
 use crate::wire::{ErrorBody, IngestAnswer};
 
-/// Timeout of one request (exports get [`EXPORT_TIMEOUT`]).
+/// Timeout of each phase of one request: connect, send, wait for the answer, read it
+/// (exports get [`EXPORT_TIMEOUT`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one export request.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -80,8 +81,23 @@ pub struct Client {
     seen: Mutex<BTreeMap<u32, u64>>,
 }
 
+/// An agent whose every phase but name resolution is bounded by `timeout`.
+///
+/// Not `timeout_global`: when any timeout covers resolution, ureq resolves the host on a
+/// new thread per request (even an IP literal, even on a pooled connection) so that it can
+/// give up. Under 64 concurrent clients those thread spawns (stack mmap and munmap under
+/// the process's mmap lock) cost more CPU than the requests themselves. Resolution then
+/// runs inline and is bounded by the system resolver's own timeouts.
 fn agent(timeout: Duration) -> Agent {
-    Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into()
+    Agent::config_builder()
+        .timeout_connect(Some(timeout))
+        .timeout_send_request(Some(timeout))
+        .timeout_send_body(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .timeout_recv_body(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 /// Percent-encodes a path segment or query value (ids may hold `:`, `/`, spaces).

@@ -17,6 +17,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
@@ -149,8 +150,8 @@ fn malformed(message: String) -> ApiError {
 /// A JSON array of signals, or one signal object.
 fn parse_json(bytes: &[u8]) -> Result<Vec<Signal>, ApiError> {
     let parsed = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice::<Vec<Signal>>(bytes),
-        Some(b'{') => serde_json::from_slice::<Signal>(bytes).map(|s| vec![s]),
+        Some(b'[') => serde_json::from_slice::<Vec<ObjectSignal>>(bytes).map(ObjectSignal::unwrap_all),
+        Some(b'{') => serde_json::from_slice::<ObjectSignal>(bytes).map(|s| vec![s.0]),
         Some(_) => {
             return Err(malformed("the body must be a JSON array of signals or one signal object".into()));
         }
@@ -177,7 +178,7 @@ fn diagnose_json(bytes: &[u8], error: &serde_json::Error) -> ApiError {
     };
     let message = format!("invalid signal at {located}");
     match &value {
-        Value::Array(items) => match items.iter().position(|v| Signal::deserialize(v).is_err()) {
+        Value::Array(items) => match items.iter().position(|v| ObjectSignal::deserialize(v).is_err()) {
             Some(index) => invalid_signal(index, &items[index], message),
             None => ApiError::bad_request("invalid_signal", message).field("signals"),
         },
@@ -195,8 +196,8 @@ fn parse_ndjson(bytes: &[u8], max: usize) -> Result<Vec<Signal>, ApiError> {
         if signals.len() == max {
             return Err(batch_too_large(max + 1, max));
         }
-        match serde_json::from_slice::<Signal>(line) {
-            Ok(signal) => signals.push(signal),
+        match serde_json::from_slice::<ObjectSignal>(line) {
+            Ok(signal) => signals.push(signal.0),
             Err(error) => {
                 let at = format!("line {number} column {}: {}", error.column(), bare_message(&error));
                 let value =
@@ -211,6 +212,34 @@ fn parse_ndjson(bytes: &[u8], max: usize) -> Result<Vec<Signal>, ApiError> {
     Ok(signals)
 }
 
+/// A signal that was a JSON object. serde's derived `Deserialize` for a struct also takes
+/// a sequence of its fields in declaration order (`["u",null,null,"i","click"]`); the API
+/// documents objects only, and positional input would silently change meaning whenever a
+/// field is added, so anything but an object is refused here.
+struct ObjectSignal(Signal);
+
+impl ObjectSignal {
+    fn unwrap_all(signals: Vec<ObjectSignal>) -> Vec<Signal> {
+        signals.into_iter().map(|s| s.0).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectSignal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = ObjectSignal;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a signal object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ObjectSignal, A::Error> {
+                Signal::deserialize(de::value::MapAccessDeserializer::new(map)).map(ObjectSignal)
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
+    }
+}
+
 fn invalid_signal(index: usize, element: &Value, message: String) -> ApiError {
     let field = match locate_field(element) {
         Some(field) => format!("signals[{index}].{field}"),
@@ -222,7 +251,7 @@ fn invalid_signal(index: usize, element: &Value, message: String) -> ApiError {
 /// The field that makes `element` fail to deserialize as a signal, when one can be named.
 fn locate_field(element: &Value) -> Option<String> {
     let Value::Object(map) = element else { return None };
-    let message = Signal::deserialize(element).err()?.to_string();
+    let message = ObjectSignal::deserialize(element).err()?.to_string();
     for marker in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some(rest) = message.split(marker).nth(1) {
             return rest.split('`').next().map(str::to_owned);
@@ -235,7 +264,7 @@ fn locate_field(element: &Value) -> Option<String> {
         .find(|(key, value)| {
             let mut probe = template.clone();
             probe.insert((*key).clone(), (*value).clone());
-            Signal::deserialize(&Value::Object(probe)).is_err()
+            ObjectSignal::deserialize(&Value::Object(probe)).is_err()
         })
         .map(|(key, _)| key.clone())
 }
@@ -290,6 +319,10 @@ mod tests {
         let wrong_type = r#"{"user":"u","item":"i","kind":"like","session":"s","session_seq":"x"}"#;
         assert_eq!(bad(wrong_type), ("invalid_signal", Some("signals[0].session_seq".into())));
         assert_eq!(bad("[3]"), ("invalid_signal", Some("signals[0]".into())));
+        // serde's derive takes a struct's fields as a sequence too; the API takes objects only.
+        let positional = r#"["u",null,null,"i","click"]"#;
+        assert_eq!(bad(&format!("[{positional}]")), ("invalid_signal", Some("signals[0]".into())));
+        assert_eq!(bad(&format!("[{ok},{positional}]")), ("invalid_signal", Some("signals[1]".into())));
         assert_eq!(parse_json(format!("[{ok},{ok}]").as_bytes()).unwrap().len(), 2);
         assert_eq!(parse_json(ok.as_bytes()).unwrap().len(), 1);
     }
@@ -307,5 +340,8 @@ mod tests {
         let e = parse_ndjson(format!("{ok}\n{ok}\n{ok}\n").as_bytes(), 2).unwrap_err();
         assert_eq!(e.code, "batch_too_large");
         assert_eq!(parse_ndjson(format!("{ok}\r\n{ok}").as_bytes(), 2).unwrap().len(), 2);
+        let e =
+            parse_ndjson(format!("{ok}\n[\"u\",null,null,\"i\",\"click\"]\n").as_bytes(), 10).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("invalid_signal", Some("signals[1]")));
     }
 }

@@ -7,6 +7,8 @@
 //!   [`handlers`] the probes, `/metrics` and `/openapi.json`.
 //! - [`error`] turns every failure into `{"error": {code, message, field}}` with its status.
 //! - [`config`] resolves flags, environment and TOML file.
+//! - [`conn`] wraps accepted connections so hyper's own answers to unparseable requests
+//!   (400, 414, 431) carry the JSON error body too.
 //!
 //! Lifecycle: the store is opened before [`Server::bind`]; the server is ready as soon as it
 //! is bound. When the shutdown future resolves, `/readyz` answers 503, the listener stops
@@ -16,6 +18,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod export;
 pub mod handlers;
@@ -118,7 +121,8 @@ impl Server {
         };
         state.set_ready(true);
         tracing::info!(%addr, "serving HTTP");
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal).into_future();
+        let serve =
+            axum::serve(conn::JsonListener(self.listener), app).with_graceful_shutdown(signal).into_future();
         let grace = state.limits.shutdown_grace;
         tokio::select! {
             served = serve => served,
