@@ -35,7 +35,7 @@ use crate::session::{Ack, IdempotencyStore};
 use crate::wal::WalError;
 use crate::wal::vfs::Vfs;
 
-/// A snapshot is written and fsynced in slices of this size (see [`write`]).
+/// A snapshot is written and fsynced in slices of this size (see [`write()`]).
 pub const SYNC_SLICE_BYTES: usize = 4 << 20;
 /// Snapshots kept per shard.
 pub const SNAPSHOTS_KEPT: usize = 2;
