@@ -1,5 +1,6 @@
 // Forage web UI, management pages: labels (create, edit, delete) and sources (add, OPML
-// import, refresh, remove, each arm's Beta posterior drawn as an SVG chart). Uses the shell's
+// import, refresh, remove, each arm's Beta posterior drawn as an SVG chart), the saved list
+// and the history (what was shown, liked, opened). Uses the shell's
 // helpers from app.js (h, setAttrs, api, toast, guard, showError, num, timeEl) and registers its
 // views in `views`; index.html loads it after app.js.
 'use strict';
@@ -247,5 +248,50 @@ function posteriorChart(src) {
   return chart;
 }
 
+// ---- Saved and history --------------------------------------------------------------------
+
+const LIST_LIMIT = 100;
+
+async function renderSaved(root) {
+  const list = h('div', { id: 'saved-list', class: 'cards' });
+  root.append(h('h1', {}, 'Saved'),
+    h('p', { class: 'hint' }, 'Items you saved for later. The feed never shows an item twice; keep one here.'),
+    list);
+  const { items } = await api('GET', `/v1/saved?${new URLSearchParams({ limit: LIST_LIMIT })}`);
+  list.append(...items.map((it) => {
+    const card = itemCard(it, null);
+    const unsave = guard(async () => {
+      await api('DELETE', `/v1/saved/${encodeURIComponent(it.id)}`);
+      toast(`Removed “${it.title}” from Saved`);
+      card.remove();
+    });
+    $('.actions', card).append(h('button', { type: 'button', class: 'secondary', 'data-action': 'unsave',
+      'aria-label': `Unsave ${it.title}`, onclick: unsave }, 'Unsave'));
+    return card;
+  }));
+  if (!items.length) list.append(h('p', { class: 'empty' }, 'Nothing saved yet. Use Save on a feed card.'));
+  select(0, { focus: false });
+}
+
+const MARKS = [['liked', 'liked'], ['opened', 'opened'], ['skipped', 'skipped'], ['disliked', 'disliked'],
+  ['saved', 'saved']];
+
+async function renderHistory(root) {
+  const page = await api('GET', `/v1/history?${new URLSearchParams({ limit: LIST_LIMIT })}`);
+  const list = h('div', { id: 'history-list', class: 'cards' });
+  root.append(h('h1', {}, 'History'),
+    h('p', { class: 'hint' }, `${page.shown} items shown to you so far, newest first.`), list);
+  list.append(...page.entries.map((e) => {
+    const card = itemCard(e, null);
+    const marks = MARKS.filter(([k]) => e[k]).map(([, text]) => h('span', { class: `mark mark-${text}` }, text));
+    $('.meta', card).append(' · ', e.shown ? 'shown ' : 'seen in search ', timeEl(e.first_ms), ' ', ...marks);
+    return card;
+  }));
+  if (!page.entries.length) list.append(h('p', { class: 'empty' }, 'Nothing shown yet.'));
+  select(0, { focus: false });
+}
+
 views.labels = renderLabels;
 views.sources = renderSources;
+views.saved = renderSaved;
+views.history = renderHistory;

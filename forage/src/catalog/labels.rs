@@ -444,7 +444,11 @@ fn insert_item_labels(
 }
 
 /// Decodes a stored little-endian f32 vector; a length that disagrees with `dims` is corruption.
-fn decode_vector(item_id: &str, dims: i64, blob: &[u8]) -> Result<(String, Vec<f32>), CatalogError> {
+pub(crate) fn decode_vector(
+    item_id: &str,
+    dims: i64,
+    blob: &[u8],
+) -> Result<(String, Vec<f32>), CatalogError> {
     if dims < 0 || blob.len() != dims as usize * 4 {
         let reason = format!("embedding of {item_id}: {} bytes for {dims} dims", blob.len());
         return Err(CatalogError::Corrupt { reason });

@@ -49,6 +49,11 @@ pub struct Common {
     /// The user the command acts for.
     #[arg(long, global = true, env = "FORAGE_USER", default_value = forage::app::USER_DEFAULT)]
     pub user: String,
+    /// The diversity rule: at most this many items of one source in a row on a feed page
+    /// (so at most ⌊n·(p+1)/(n+1)⌋ of a page of p from one source: 7 of 10 with 2); 0 turns
+    /// the rule off.
+    #[arg(long, global = true, env = "FORAGE_DIVERSITY_RUN", default_value_t = forage::rank::SAME_SOURCE_RUN_MAX)]
+    pub diversity_run: usize,
 }
 
 /// Options of the commands that serve HTTP.

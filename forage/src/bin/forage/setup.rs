@@ -94,6 +94,9 @@ pub fn open_app(common: &Common, embedder: Arc<dyn Embedder>, background: bool) 
     let mut config = Config::new(&common.data_dir);
     config.user = common.user.clone();
     config.background = background;
+    config.diversity = forage::rank::Diversity {
+        same_source_run_max: (common.diversity_run > 0).then_some(common.diversity_run),
+    };
     Ok(Forage::open(config, store, embedder)?)
 }
 
