@@ -31,9 +31,9 @@ function labelForm(onSaved) {
     h('input', { id: 'label-name', name: 'name', required: true, maxlength: 64, autocomplete: 'off' }),
     h('label', { for: 'label-examples' }, 'Examples (one per line)'),
     h('textarea', { id: 'label-examples', name: 'examples', rows: 4 }),
-    h('label', { for: 'label-threshold' }, 'Threshold'),
+    h('label', { for: 'label-threshold' }, 'Threshold (empty: calibrated from the examples)'),
     h('input', { id: 'label-threshold', name: 'threshold', type: 'number', min: 0.01, max: 0.99, step: 0.01,
-      value: 0.35 }),
+      placeholder: 'calibrated' }),
     h('div', { class: 'row' },
       h('button', { type: 'submit', id: 'label-save' }, 'Create label'),
       h('button', { type: 'reset', class: 'secondary' }, 'Cancel')));
@@ -45,8 +45,10 @@ function labelForm(onSaved) {
     const body = {
       name: form.elements.name.value.trim(),
       examples: form.elements.examples.value.split('\n').map((s) => s.trim()).filter(Boolean),
-      threshold: Number(form.elements.threshold.value),
     };
+    const threshold = form.elements.threshold.value.trim();
+    if (threshold) body.threshold = Number(threshold);
+    else if (id) body.calibrated = true;
     try {
       if (id) await api('PUT', `/v1/labels/${encodeURIComponent(id)}`, body);
       else await api('POST', '/v1/labels', body);
@@ -69,7 +71,7 @@ function editLabel(form, label) {
   if (!label) return;
   form.elements.name.value = label.name;
   form.elements.examples.value = (label.examples || []).join('\n');
-  form.elements.threshold.value = num(label.threshold);
+  form.elements.threshold.value = label.calibrated ? '' : num(label.threshold);
   form.scrollIntoView({ block: 'nearest' });
   form.elements.name.focus();
 }
@@ -90,7 +92,8 @@ function labelRow(label, list, form) {
   return h('article', { class: 'label-row panel', 'data-label': label.id },
     h('h2', {}, label.name, ' ', h('span', { class: 'count', title: 'items carrying this label' },
       `${label.items} items`)),
-    h('p', { class: 'meta' }, `threshold ${num(label.threshold)} · ${label.confirmed} confirmed · `,
+    h('p', { class: 'meta' }, label.calibrated ? 'calibrated threshold' : `threshold ${num(label.threshold)}`,
+      label.strict ? ' (strict)' : '', ` · ${label.confirmed} confirmed · `,
       `${label.rejected} rejected`),
     label.examples?.length ? h('ul', { class: 'examples' }, label.examples.map((x) => h('li', {}, x))) : null,
     h('div', { class: 'actions' },

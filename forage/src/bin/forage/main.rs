@@ -170,8 +170,12 @@ pub enum LabelsAction {
         /// An example text (repeat the flag).
         #[arg(long = "example", short = 'e', required = true)]
         examples: Vec<String>,
+        /// Set the threshold by hand (default: calibrated from the examples).
         #[arg(long)]
         threshold: Option<f32>,
+        /// Only the threshold decides (no nearest-label fallback).
+        #[arg(long)]
+        strict: bool,
     },
     /// Edit a label.
     Edit {
@@ -180,8 +184,15 @@ pub enum LabelsAction {
         name: Option<String>,
         #[arg(long = "example", short = 'e')]
         examples: Vec<String>,
-        #[arg(long)]
+        /// Set the threshold by hand.
+        #[arg(long, conflicts_with = "calibrate")]
         threshold: Option<f32>,
+        /// Calibrate the threshold from the examples again.
+        #[arg(long)]
+        calibrate: bool,
+        /// Only the threshold decides (`--strict true`) or not (`--strict false`).
+        #[arg(long)]
+        strict: Option<bool>,
     },
     /// Delete a label.
     Rm { id: i64 },
