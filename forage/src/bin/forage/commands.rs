@@ -28,8 +28,10 @@ pub fn demo(common: &Common, serve_opts: &ServeOpts, no_serve: bool) -> Result<(
         stats.items,
         common.data_dir.display()
     );
-    let page = app.feed(&FeedRequest { limit: Some(5), ..FeedRequest::default() })?;
-    println!("A first feed page (context {}):", page.context);
+    // A preview: ranked like a feed page but not logged, so these lines on the terminal do
+    // not count as impressions (the items stay unseen for the UI's feed).
+    let page = app.feed(&FeedRequest { limit: Some(5), preview: true, ..FeedRequest::default() })?;
+    println!("What the feed would open with (a preview; not counted as shown):");
     for item in &page.items {
         println!(
             "  {:>2}. [{}] {}",

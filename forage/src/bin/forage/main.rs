@@ -54,6 +54,10 @@ pub struct Common {
     /// the rule off.
     #[arg(long, global = true, env = "FORAGE_DIVERSITY_RUN", default_value_t = forage::rank::SAME_SOURCE_RUN_MAX)]
     pub diversity_run: usize,
+    /// Log to the terminal (stderr) instead of the data folder's `forage.log` (the demo
+    /// keeps its terminal for people: progress, the summary and the URL).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 /// Options of the commands that serve HTTP.
@@ -201,8 +205,11 @@ pub enum LabelsAction {
 }
 
 fn main() -> ExitCode {
-    setup::init_logging();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Demo { common, .. } if !common.verbose => setup::init_logging_to_file(&common.data_dir),
+        _ => setup::init_logging(),
+    }
     let result = match cli.command {
         Command::Demo { common, serve, no_serve } => commands::demo(&common, &serve, no_serve),
         Command::Serve { common, serve } => commands::serve(&common, &serve),
