@@ -3,6 +3,8 @@
 //! their `seq`, embeddings by their rowid: both only grow, and a replaced embedding gets a
 //! new rowid), so the index catches up without a rebuild.
 
+use rusqlite::OptionalExtension;
+
 use super::{Catalog, CatalogError};
 
 /// How far the catalog has grown: see [`Catalog::watermark`].
@@ -36,11 +38,18 @@ impl Catalog {
     /// embedding rowid of that model (0 when there are none).
     pub fn watermark(&self, model: &str) -> Result<Watermark, CatalogError> {
         let items: i64 = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM items", [], |r| r.get(0))?;
-        let embeddings: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(rowid), 0) FROM embeddings WHERE model = ?1",
-            [model],
-            |r| r.get(0),
-        )?;
+        // Walks rowids from the top and stops at the first row of the model (the newest rows
+        // are of the model in use): MAX(rowid) with a WHERE would scan the whole table,
+        // vectors included, on every feed request.
+        let embeddings: i64 = self
+            .conn
+            .query_row(
+                "SELECT rowid FROM embeddings WHERE model = ?1 ORDER BY rowid DESC LIMIT 1",
+                [model],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         Ok(Watermark { items, embeddings })
     }
 
