@@ -23,6 +23,11 @@ if ! python3 -c "import numpy" 2>/dev/null; then
     echo "installing numpy (for the embedding reference test)"
     python3 -m pip install --quiet --disable-pip-version-check numpy
 fi
+# The API schema test (forage/tests/api_schema.rs) runs schemathesis against a real forage.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "installing schemathesis (for the API schema test)"
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis
+fi
 export FORAGE_MODEL_DIR="${FORAGE_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/forage/models/all-MiniLM-L6-v2}"
 if [ ! -f "$FORAGE_MODEL_DIR/model.safetensors" ]; then
     echo "installing the all-MiniLM-L6-v2 model into $FORAGE_MODEL_DIR"

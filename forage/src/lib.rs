@@ -6,7 +6,8 @@
 //! files, Markdown folders, OPML), the SQLite [`catalog`] (migrations, dedup, FTS5, labels,
 //! embeddings), [`embed`] (all-MiniLM-L6-v2 in candle, a lexical fallback, the background
 //! worker), [`labels`] (prototypes refined by feedback, evaluation), [`bandit`] (Thompson
-//! sampling, impression logging, offline IPS evaluation), [`rank`], [`store`] (Tidal embedded
+//! sampling over sources, linear Thompson sampling over content, impression logging, offline
+//! IPS evaluation), [`taste`] (what each user was shown and liked), [`rank`], [`store`] (Tidal embedded
 //! or over HTTP), [`app`] (every operation of the product), [`server`] (the JSON API and the
 //! embedded web UI). The `forage` binary is the CLI over [`app`].
 
@@ -19,3 +20,4 @@ pub mod rank;
 pub mod server;
 pub mod sources;
 pub mod store;
+pub mod taste;

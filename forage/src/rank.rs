@@ -2,8 +2,14 @@
 //! never-show-dismissed rule and the diversity rule across sources.
 //!
 //! Score = mean cosine similarity to the embeddings of the user's liked items
-//!       − mean cosine similarity to the embeddings of the user's hard negatives
+//!       − mean cosine similarity to the embeddings of the user's rejected items
+//!       + [`CONTENT_WEIGHT`] · θ̃·z (the content bandit's draw times the item's features,
+//!         see [`crate::bandit::linear`])
 //!       + [`FRESHNESS_WEIGHT`] · 0.5^(age / [`FRESHNESS_HALF_LIFE_MS`]).
+//!
+//! The profile ([`profile_from_state`]) takes the newest [`PROFILE_EMBEDDINGS_MAX`] liked
+//! and rejected items of the user's remembered state (`crate::taste`), by the time of the
+//! feedback.
 //!
 //! Invariants:
 //! * a dismissed item (a Tidal hard negative of the user, or any id in the caller's exclude
@@ -11,24 +17,53 @@
 //! * embeddings are L2-normalised, so cosine similarity is a dot product; a missing
 //!   embedding, an empty profile side, or vectors of different dimensions contribute 0;
 //!   non-finite scores become 0, so sorting is total;
-//! * after [`diversify_by`], no more than [`SAME_SOURCE_RUN_MAX`] items in a row share a
-//!   source, except in the tail that cannot be arranged so (see there).
+//! * after [`diversify_with`], no more than the rule's run of items in a row share a
+//!   source, except in the tail that cannot be arranged so (see there); [`rank`] itself
+//!   orders one source's candidates by score only (the rule applies to the whole page).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use crate::store::{StoreError, TidalAccess};
 
 /// Weight of the freshness term (its value for an item published now).
 pub const FRESHNESS_WEIGHT: f64 = 1.0;
 /// Age at which the freshness term has halved: one day.
 pub const FRESHNESS_HALF_LIFE_MS: f64 = 24.0 * 3600.0 * 1000.0;
-/// Most items of one source allowed in a row.
+/// Most items of one source allowed in a row by default ([`Diversity::default`]).
 pub const SAME_SOURCE_RUN_MAX: usize = 2;
+
+/// The diversity rule across sources: at most `same_source_run_max` items of one source in
+/// a row, hence at most `⌊run·(n+1)/(run+1)⌋` of a page of `n` from one source while other
+/// sources have items (7 of 10 with the default run of 2); `None` turns the rule off (a
+/// page may then come from one source alone). Configurable with `forage serve --diversity-run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diversity {
+    pub same_source_run_max: Option<usize>,
+}
+
+impl Default for Diversity {
+    fn default() -> Self {
+        Diversity { same_source_run_max: Some(SAME_SOURCE_RUN_MAX) }
+    }
+}
+
+impl Diversity {
+    /// No rule.
+    pub const OFF: Diversity = Diversity { same_source_run_max: None };
+
+    /// Most of `slots` one source may fill while others have items.
+    pub fn share_max(&self, slots: usize) -> usize {
+        match self.same_source_run_max {
+            Some(run) if run > 0 => ((run * (slots + 1)) / (run + 1)).min(slots),
+            _ => slots,
+        }
+    }
+}
 /// Most items [`rank`] returns (the best ones); bounds the quadratic diversity pass.
 pub const RANKED_MAX: usize = 10_000;
 /// Most liked or negative embeddings a profile keeps (the most recent ones).
 pub const PROFILE_EMBEDDINGS_MAX: usize = 256;
+/// Weight of the content bandit's term (its draw estimates a like-probability in 0..1).
+pub const CONTENT_WEIGHT: f64 = 1.0;
 
 /// An item that may be shown.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +76,8 @@ pub struct Candidate {
     /// L2-normalised sentence embedding, if the item has one (shared with the caller's
     /// index, so building candidates copies no vectors).
     pub embedding: Option<Arc<[f32]>>,
+    /// The content bandit's features of the item (see [`crate::bandit::linear`]).
+    pub features: Option<Arc<[f32]>>,
 }
 
 /// What the ranker knows about the user.
@@ -50,8 +87,10 @@ pub struct Profile {
     pub liked: Vec<Vec<f32>>,
     /// Embeddings of the user's hard negatives.
     pub negatives: Vec<Vec<f32>>,
-    /// Ids never to show: the hard negatives and the caller's exclude set.
+    /// Ids never to show (the caller usually filters before ranking; this is a backstop).
     pub dismissed: HashSet<String>,
+    /// The content bandit's draw θ̃ for this request, `None` to leave the term out.
+    pub content: Option<Vec<f32>>,
 }
 
 /// A ranked item with the parts of its score.
@@ -62,6 +101,8 @@ pub struct Ranked {
     pub score: f64,
     /// Mean similarity to liked items minus mean similarity to hard negatives.
     pub similarity: f64,
+    /// The content bandit's term θ̃·z (before [`CONTENT_WEIGHT`]).
+    pub content: f64,
     pub freshness: f64,
 }
 
@@ -133,10 +174,15 @@ pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: us
             let similarity = c.embedding.as_deref().map_or(0.0, |e| {
                 liked.similarity(e, &profile.liked) - negatives.similarity(e, &profile.negatives)
             });
+            let content = match (&profile.content, c.features.as_deref()) {
+                (Some(theta), Some(z)) if theta.len() == z.len() => f64::from(dot_f32(theta, z)),
+                _ => 0.0,
+            };
+            let content = if content.is_finite() { content } else { 0.0 };
             let freshness = freshness(c.published_ms, now_ms);
-            let score = similarity + freshness;
+            let score = similarity + CONTENT_WEIGHT * content + freshness;
             let score = if score.is_finite() { score } else { 0.0 };
-            Ranked { id: c.id, source: c.source, score, similarity, freshness }
+            Ranked { id: c.id, source: c.source, score, similarity, content, freshness }
         })
         .collect();
     let keep = keep.min(RANKED_MAX);
@@ -152,7 +198,7 @@ pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: us
         ranked.truncate(keep);
     }
     ranked.sort_by(order);
-    diversify_by(ranked.into_iter().map(|(_, r)| r).collect(), |r| &*r.source)
+    ranked.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Reorders `items` so that no more than [`SAME_SOURCE_RUN_MAX`] in a row share a source,
@@ -164,6 +210,14 @@ pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: us
 /// the rest is appended in its order: the rule then fails only in that tail, and no item is
 /// ever dropped.
 pub fn diversify_by<T>(items: Vec<T>, source: impl Fn(&T) -> &str) -> Vec<T> {
+    diversify_with(items, SAME_SOURCE_RUN_MAX, source)
+}
+
+/// [`diversify_by`] with runs of at most `run_max` (0 or more items than there are: no-op).
+pub fn diversify_with<T>(items: Vec<T>, run_max: usize, source: impl Fn(&T) -> &str) -> Vec<T> {
+    if run_max == 0 || run_max >= items.len() {
+        return items;
+    }
     let mut left: HashMap<String, usize> = HashMap::new();
     for t in &items {
         *left.entry(source(t).to_owned()).or_insert(0) += 1;
@@ -172,8 +226,9 @@ pub fn diversify_by<T>(items: Vec<T>, source: impl Fn(&T) -> &str) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(pending.len());
     let mut start = 0;
     while start < pending.len() {
-        let blocked: Option<String> = run_source(&out, &source);
-        let need = needy_source(&left, pending.len() - out.len()).filter(|d| blocked.as_deref() != Some(d));
+        let blocked: Option<String> = run_source(&out, run_max, &source);
+        let need =
+            needy_source(&left, pending.len() - out.len(), run_max).filter(|d| blocked.as_deref() != Some(d));
         let allowed = |t: &T| match &need {
             Some(d) => source(t) == d,
             None => blocked.as_deref() != Some(source(t)),
@@ -198,49 +253,35 @@ pub fn diversify_by<T>(items: Vec<T>, source: impl Fn(&T) -> &str) -> Vec<T> {
 
 /// The source that must take the next position: the one with the most items left, when
 /// placing any other item now would leave it more items than the other items can separate.
-fn needy_source(left: &HashMap<String, usize>, remaining: usize) -> Option<String> {
+fn needy_source(left: &HashMap<String, usize>, remaining: usize, run_max: usize) -> Option<String> {
     let (dominant, r) = left.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
     let others = remaining - r;
-    (*r > SAME_SOURCE_RUN_MAX * others && others > 0).then(|| dominant.clone())
+    (*r > run_max * others && others > 0).then(|| dominant.clone())
 }
 
-/// The source the next item must not have: the source of the last
-/// [`SAME_SOURCE_RUN_MAX`] items when they all share it.
-fn run_source<T>(out: &[T], source: &impl Fn(&T) -> &str) -> Option<String> {
-    let tail = out.get(out.len().checked_sub(SAME_SOURCE_RUN_MAX)?..)?;
+/// The source the next item must not have: the source of the last `run_max` items when
+/// they all share it.
+fn run_source<T>(out: &[T], run_max: usize, source: &impl Fn(&T) -> &str) -> Option<String> {
+    let tail = out.get(out.len().checked_sub(run_max)?..)?;
     let first = source(tail.first()?);
     tail.iter().all(|t| source(t) == first).then(|| first.to_owned())
 }
 
-/// The profile of `user` from Tidal: liked = the positive signals in the user's recent
-/// history (most recent [`PROFILE_EMBEDDINGS_MAX`], not later dismissed), negatives and
-/// dismissed = the user's hard negatives, plus the `exclude` ids. `embedding` looks an item's
-/// embedding up (in the catalog); items without one are left out of the similarity terms.
-pub fn profile_from_tidal(
-    store: &dyn TidalAccess,
-    user: &str,
-    exclude: &HashSet<String>,
-    embedding: impl Fn(&str) -> Option<Vec<f32>>,
-) -> Result<Profile, StoreError> {
-    let view = store.user(user)?;
-    let hard_negatives: Vec<String> = view.as_ref().map(|v| v.hard_negatives.clone()).unwrap_or_default();
-    let mut dismissed: HashSet<String> = hard_negatives.iter().cloned().collect();
-    let mut liked_ids: Vec<String> = Vec::new();
-    for entry in view.iter().flat_map(|v| v.history.iter().rev()) {
-        let id: &str = &entry.item;
-        if entry.kind.is_positive(entry.value)
-            && !dismissed.contains(id)
-            && !liked_ids.iter().any(|l| l == id)
-        {
-            liked_ids.push(id.to_owned());
-        }
-    }
-    liked_ids.truncate(PROFILE_EMBEDDINGS_MAX);
-    let liked = liked_ids.iter().filter_map(|id| embedding(id)).collect();
-    let negatives =
-        hard_negatives.iter().rev().take(PROFILE_EMBEDDINGS_MAX).filter_map(|id| embedding(id)).collect();
-    dismissed.extend(exclude.iter().cloned());
-    Ok(Profile { liked, negatives, dismissed })
+/// The profile of a user from their remembered state: the embeddings of their newest
+/// [`PROFILE_EMBEDDINGS_MAX`] liked and rejected items (by the time of the feedback; items
+/// without an embedding are left out). `embedding` looks an item's embedding up.
+pub fn profile_from_state<'a>(
+    state: &crate::taste::UserState,
+    embedding: impl Fn(&str) -> Option<&'a Arc<[f32]>>,
+) -> Profile {
+    let side = |set: &crate::taste::RecencySet| -> Vec<Vec<f32>> {
+        set.newest_first()
+            .filter_map(|id| embedding(id))
+            .take(PROFILE_EMBEDDINGS_MAX)
+            .map(|e| e.to_vec())
+            .collect()
+    };
+    Profile { liked: side(&state.liked), negatives: side(&state.rejected), ..Profile::default() }
 }
 
 #[cfg(test)]
@@ -250,7 +291,13 @@ mod tests {
     const DAY_MS: u64 = 24 * 3600 * 1000;
 
     fn cand(id: &str, source: &str, published_ms: u64, embedding: Option<Vec<f32>>) -> Candidate {
-        Candidate { id: id.into(), source: source.into(), published_ms, embedding: embedding.map(Arc::from) }
+        Candidate {
+            id: id.into(),
+            source: source.into(),
+            published_ms,
+            embedding: embedding.map(Arc::from),
+            features: None,
+        }
     }
 
     fn ids(items: &[Ranked]) -> Vec<&str> {
@@ -331,7 +378,14 @@ mod tests {
     }
 
     fn r(id: &str, source: &str) -> Ranked {
-        Ranked { id: id.into(), source: source.into(), score: 0.0, similarity: 0.0, freshness: 0.0 }
+        Ranked {
+            id: id.into(),
+            source: source.into(),
+            score: 0.0,
+            similarity: 0.0,
+            content: 0.0,
+            freshness: 0.0,
+        }
     }
 
     #[test]
@@ -372,27 +426,29 @@ mod tests {
     }
 
     #[test]
-    fn profile_from_tidal_dismisses_hard_negatives_and_uses_likes() {
-        use tidal::{Signal, SignalKind};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let options = tidal::Options { durability: tidal::Durability::None, ..Default::default() };
-        let db = tidal::Db::open(dir.path(), options).expect("open");
-        let write = |item: &str, kind| db.write(Signal::new("u", item, kind)).expect("write");
-        write("liked", SignalKind::Like);
-        write("skipped", SignalKind::Skip);
-        write("disliked", SignalKind::Dislike);
-        let embedding = |id: &str| match id {
-            "liked" | "near" => Some(vec![1.0, 0.0]),
-            _ => Some(vec![0.0, 1.0]),
-        };
-        let exclude: HashSet<String> = ["excluded".to_string()].into_iter().collect();
-        let profile = profile_from_tidal(&db, "u", &exclude, embedding).expect("profile");
+    fn profile_from_state_takes_the_newest_feedback_and_the_content_term_counts() {
+        use tidal::SignalKind;
+        let mut state = crate::taste::UserState::default();
+        state.apply("liked", &SignalKind::Like, 1);
+        state.apply("skipped", &SignalKind::Skip, 2);
+        state.apply("unembedded", &SignalKind::Like, 3);
+        let vectors: HashMap<&str, Arc<[f32]>> =
+            [("liked", Arc::from(vec![1.0f32, 0.0])), ("skipped", Arc::from(vec![0.0f32, 1.0]))]
+                .into_iter()
+                .collect();
+        let mut profile = profile_from_state(&state, |id| vectors.get(id));
         assert_eq!(profile.liked, vec![vec![1.0, 0.0]]);
-        assert_eq!(profile.negatives.len(), 2);
-        let ids = ["skipped", "disliked", "excluded", "near", "far"];
-        let candidates = ids.iter().map(|id| cand(id, "s", 0, embedding(id))).collect();
-        let out = rank(candidates, &profile, 0, 10);
-        assert_eq!(out.iter().map(|r| &*r.id).collect::<Vec<_>>(), ["near", "far"]);
-        assert!(out[0].similarity > out[1].similarity);
+        assert_eq!(profile.negatives, vec![vec![0.0, 1.0]]);
+        let mut near = cand("near", "s", 0, Some(vec![1.0, 0.0]));
+        let mut far = cand("far", "s", 0, Some(vec![0.0, 1.0]));
+        let out = rank(vec![far.clone(), near.clone()], &profile, 0, 10);
+        assert_eq!(ids(&out), ["near", "far"]);
+        // A content draw that favours `far` strongly enough turns the order round.
+        profile.content = Some(vec![0.0, 3.0]);
+        near.features = Some(Arc::from(vec![1.0f32, 0.0]));
+        far.features = Some(Arc::from(vec![0.0f32, 1.0]));
+        let out = rank(vec![near, far], &profile, 0, 10);
+        assert_eq!(ids(&out), ["far", "near"]);
+        assert_eq!((out[0].content, out[1].content), (3.0, 0.0));
     }
 }

@@ -91,7 +91,13 @@ fn feed_pages_filters_and_impressions() {
     }
 
     // Bad input.
-    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit"), ("cursor=ctx-unknown", "cursor")] {
+    let (status, v) = app.get("/v1/feed?cursor=ctx-unknown");
+    assert_eq!(
+        (status, code(&v), v["error"]["field"].as_str()),
+        (410, "cursor_expired", Some("cursor")),
+        "{v}"
+    );
+    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit")] {
         let (status, v) = app.get(&format!("/v1/feed?{query}"));
         assert_eq!(
             (status, code(&v), v["error"]["field"].as_str()),

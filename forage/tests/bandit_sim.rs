@@ -113,8 +113,16 @@ fn feed_impressions_with_propensities_are_in_tidal_once() {
     let db = open_db(dir.path());
     let user = "alice";
     let arms = vec![
-        ArmCandidates { arm: "blog".into(), items: (0..4).map(|i| format!("blog-{i}")).collect() },
-        ArmCandidates { arm: "news".into(), items: (0..4).map(|i| format!("news-{i}")).collect() },
+        ArmCandidates {
+            arm: "blog".into(),
+            items: (0..4).map(|i| format!("blog-{i}")).collect(),
+            scores: vec![],
+        },
+        ArmCandidates {
+            arm: "news".into(),
+            items: (0..4).map(|i| format!("news-{i}")).collect(),
+            scores: vec![],
+        },
     ];
     let posteriors = read_posteriors(&db, user, &["blog", "news"]).expect("posteriors");
     assert_eq!(posteriors, vec![Posterior::default(); 2]);

@@ -24,9 +24,11 @@ use forage::sources::folder::load_folder;
 /// Floors below what all-MiniLM-L6-v2 measured on the bundled samples (the test prints the
 /// figures). The sample labels' threshold, 0.28, was chosen as the best F1 on the feed items
 /// (0.83 precision, 0.81 recall), not on `eval.jsonl`, which then scored 0.94 precision and
-/// 0.82 recall.
-const EVAL_PRECISION_MIN: f64 = 0.85;
-const EVAL_RECALL_MIN: f64 = 0.75;
+/// 0.82 recall with the threshold alone. With the nearest-label fallback (a text no label
+/// reaches gets the clearly nearest one) it scores 0.82 precision and 0.97 recall: the
+/// texts of no sample topic now get their nearest label, the missed ones are found.
+const EVAL_PRECISION_MIN: f64 = 0.80;
+const EVAL_RECALL_MIN: f64 = 0.90;
 const ITEMS_PRECISION_MIN: f64 = 0.75;
 const ITEMS_RECALL_MIN: f64 = 0.75;
 

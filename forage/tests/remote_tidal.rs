@@ -2,7 +2,8 @@
 //! [`RemoteTidal`] talking to a real `tidal serve` process. The same function runs against
 //! both: writes with idempotency keys (a retry counts once), read-your-writes on item counts,
 //! a user's hard negatives and history, the bandit's impression logging and posteriors, the
-//! ranker's profile, a JSONL export with item texts, and refused writes that store nothing.
+//! user state the feed ranks and filters with (complete from the embedded store's history;
+//! from the recent ring over HTTP, which serves no raw history), a JSONL export with item texts, and refused writes that store nothing.
 //! Both exports must name the same (user, session, chosen, rejected, source) rows.
 //!
 //! Then what only the remote client has: a wrong or missing token is `Refused`, a dead port
@@ -10,12 +11,12 @@
 
 mod support_tidal;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
+use forage::app::users::{Users, lock};
 use forage::bandit::{
     POLICY_THOMPSON, Posterior, Shown, feedback_signals, log_impressions, read_counts, read_posteriors,
 };
-use forage::rank::profile_from_tidal;
 use forage::store::remote::RemoteTidal;
 use forage::store::{StoreError, TidalAccess};
 use serde_json::Value;
@@ -139,17 +140,24 @@ fn bandit_round_trip(store: &dyn TidalAccess) {
 }
 
 fn profile(store: &dyn TidalAccess) {
-    let exclude: HashSet<String> = ["it-9".to_owned()].into_iter().collect();
-    let embedding = |id: &str| -> Option<Vec<f32>> {
-        let n: f32 = id.trim_start_matches("it-").parse().ok()?;
-        Some(vec![n, 1.0])
-    };
-    let profile = profile_from_tidal(store, USER, &exclude, embedding).expect("profile");
-    // Liked: it-5 (most recent first), then it-1; negatives: it-2.
-    assert_eq!(profile.liked, [vec![5.0, 1.0], vec![1.0, 1.0]]);
-    assert_eq!(profile.negatives, [vec![2.0, 1.0]]);
-    let dismissed: BTreeSet<&str> = profile.dismissed.iter().map(String::as_str).collect();
-    assert_eq!(dismissed, BTreeSet::from(["it-2", "it-9"]));
+    let users = Users::default();
+    let entry = users.get(USER, store).expect("user state");
+    let entry = lock(&entry);
+    // Liked: it-5 (most recent first), then it-1; rejected: it-2; seen: the impressions.
+    let liked: Vec<&str> = entry.state.liked.newest_first().map(|i| &**i).collect();
+    assert_eq!(liked, ["it-5", "it-1"]);
+    let rejected: Vec<&str> = entry.state.rejected.newest_first().map(|i| &**i).collect();
+    assert_eq!(rejected, ["it-2"]);
+    for seen in ["it-1", "it-2", "it-3", "it-4", "it-5", "it-6"] {
+        assert!(entry.state.is_seen(seen), "{seen} was shown");
+    }
+    assert!(!entry.state.is_seen("it-9"));
+    let mut events = 0;
+    match store.scan_user_events(Some(USER), &mut |_| events += 1) {
+        Ok(()) => assert!(entry.complete && events >= 9, "the whole history: {events} events"),
+        Err(StoreError::Unsupported(_)) => assert!(!entry.complete, "built from the ring, and says so"),
+        Err(e) => panic!("scan: {e}"),
+    }
 }
 
 fn refused_writes_store_nothing(store: &dyn TidalAccess) {

@@ -1,6 +1,6 @@
 // Forage web UI: a small single-page app over the /v1 JSON API (docs/forage-api.md).
 // Plain JS, no build step, no external URLs. The route lives in the hash (#/feed, #/search,
-// #/labels, #/sources); a view is rebuilt from API answers when the route changes, and
+// #/labels, #/sources, #/saved, #/history); a view is rebuilt from API answers when the route changes, and
 // feedback updates cards in place, so the page never reloads.
 // This file owns the shell (helpers, API client, router, stats, export, keyboard) and the
 // feed and search views; manage.js adds the labels and sources views to `views`.
@@ -220,7 +220,10 @@ function itemCard(item, context) {
     h('div', { class: 'actions' },
       actionButton(item, 'like', 'Like', 'l'),
       actionButton(item, 'dislike', 'Dislike', 'd'),
-      actionButton(item, 'skip', 'Skip', 's')));
+      actionButton(item, 'skip', 'Skip', 's'),
+      h('button', { type: 'button', class: 'save secondary', 'data-action': 'save', 'data-item': item.id,
+        'aria-label': `Save for later: ${item.title || item.id}`, title: 'Save for later (v)',
+        onclick: (e) => saveCard(e.currentTarget.closest('.card')) }, 'Save', h('kbd', { 'aria-hidden': 'true' }, 'v'))));
   if (context !== undefined && context !== null) cardContext.set(card, context);
   if (item.url) {
     const opened = () => sendFeedback(card, 'open', { quiet: true });
@@ -297,6 +300,19 @@ async function sendFeedback(card, kind, { quiet = false } = {}) {
   refreshStats(300);
 }
 
+async function saveCard(card) {
+  if (!card) return;
+  try {
+    await api('POST', '/v1/saved', { item: card.dataset.item });
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  card.classList.add('saved');
+  $('button.save', card)?.setAttribute('aria-pressed', 'true');
+  toast(`Saved “${$('.title', card)?.textContent || card.dataset.item}” for later`);
+}
+
 function removeCard(card) {
   const index = cards().indexOf(card);
   card.classList.add('leaving');
@@ -345,6 +361,7 @@ function onKey(e) {
     l: () => sendFeedback(cards()[state.selected], 'like'),
     d: () => sendFeedback(cards()[state.selected], 'dislike'),
     s: () => sendFeedback(cards()[state.selected], 'skip'),
+    v: () => saveCard(cards()[state.selected]),
   };
   if (!actions[e.key] || !cards().length) return;
   e.preventDefault();
@@ -376,6 +393,7 @@ async function renderFeed(root, params) {
       h('label', { for: 'filter-source' }, 'Source'), sourceSel),
     h('p', { class: 'hint' }, 'Keys: ', h('kbd', {}, 'j'), '/', h('kbd', {}, 'k'), ' move · ',
       h('kbd', {}, 'l'), ' like · ', h('kbd', {}, 'd'), ' dislike · ', h('kbd', {}, 's'), ' skip · ',
+      h('kbd', {}, 'v'), ' save · ',
       h('kbd', {}, 'o'), ' open · ', h('kbd', {}, '/'), ' search'),
     list, more);
   fillFilters(labelSel, sourceSel).catch(showError);
@@ -404,7 +422,15 @@ async function loadFeed(list, more) {
     state.cursor = page.next_cursor ?? null;
     list.append(...page.items.map((it) => itemCard(it, page.context)));
     $('.empty', list)?.remove();
-    if (!cards().length) list.append(h('p', { class: 'empty' }, 'Nothing to show. Add sources or refresh them.'));
+    $('#feed-exhausted')?.remove();
+    if (page.exhausted) {
+      list.append(h('p', { id: 'feed-exhausted', class: 'empty', role: 'status' },
+        `You have seen everything here (${page.seen} items shown so far). Add or refresh sources for new ones; `,
+        h('a', { href: '#/saved' }, 'Saved'), ' and ', h('a', { href: '#/history' }, 'History'),
+        ' keep what you were shown.'));
+    } else if (!cards().length) {
+      list.append(h('p', { class: 'empty' }, 'Nothing to show. Add sources or refresh them.'));
+    }
     more.hidden = !state.cursor;
     select(state.selected, { focus: false });
   } finally {

@@ -1,5 +1,6 @@
 // Forage web UI, management pages: labels (create, edit, delete) and sources (add, OPML
-// import, refresh, remove, each arm's Beta posterior drawn as an SVG chart). Uses the shell's
+// import, refresh, remove, each arm's Beta posterior drawn as an SVG chart), the saved list
+// and the history (what was shown, liked, opened). Uses the shell's
 // helpers from app.js (h, setAttrs, api, toast, guard, showError, num, timeEl) and registers its
 // views in `views`; index.html loads it after app.js.
 'use strict';
@@ -30,9 +31,9 @@ function labelForm(onSaved) {
     h('input', { id: 'label-name', name: 'name', required: true, maxlength: 64, autocomplete: 'off' }),
     h('label', { for: 'label-examples' }, 'Examples (one per line)'),
     h('textarea', { id: 'label-examples', name: 'examples', rows: 4 }),
-    h('label', { for: 'label-threshold' }, 'Threshold'),
+    h('label', { for: 'label-threshold' }, 'Threshold (empty: calibrated from the examples)'),
     h('input', { id: 'label-threshold', name: 'threshold', type: 'number', min: 0.01, max: 0.99, step: 0.01,
-      value: 0.35 }),
+      placeholder: 'calibrated' }),
     h('div', { class: 'row' },
       h('button', { type: 'submit', id: 'label-save' }, 'Create label'),
       h('button', { type: 'reset', class: 'secondary' }, 'Cancel')));
@@ -44,8 +45,10 @@ function labelForm(onSaved) {
     const body = {
       name: form.elements.name.value.trim(),
       examples: form.elements.examples.value.split('\n').map((s) => s.trim()).filter(Boolean),
-      threshold: Number(form.elements.threshold.value),
     };
+    const threshold = form.elements.threshold.value.trim();
+    if (threshold) body.threshold = Number(threshold);
+    else if (id) body.calibrated = true;
     try {
       if (id) await api('PUT', `/v1/labels/${encodeURIComponent(id)}`, body);
       else await api('POST', '/v1/labels', body);
@@ -68,7 +71,7 @@ function editLabel(form, label) {
   if (!label) return;
   form.elements.name.value = label.name;
   form.elements.examples.value = (label.examples || []).join('\n');
-  form.elements.threshold.value = num(label.threshold);
+  form.elements.threshold.value = label.calibrated ? '' : num(label.threshold);
   form.scrollIntoView({ block: 'nearest' });
   form.elements.name.focus();
 }
@@ -89,7 +92,8 @@ function labelRow(label, list, form) {
   return h('article', { class: 'label-row panel', 'data-label': label.id },
     h('h2', {}, label.name, ' ', h('span', { class: 'count', title: 'items carrying this label' },
       `${label.items} items`)),
-    h('p', { class: 'meta' }, `threshold ${num(label.threshold)} · ${label.confirmed} confirmed · `,
+    h('p', { class: 'meta' }, label.calibrated ? 'calibrated threshold' : `threshold ${num(label.threshold)}`,
+      label.strict ? ' (strict)' : '', ` · ${label.confirmed} confirmed · `,
       `${label.rejected} rejected`),
     label.examples?.length ? h('ul', { class: 'examples' }, label.examples.map((x) => h('li', {}, x))) : null,
     h('div', { class: 'actions' },
@@ -247,5 +251,50 @@ function posteriorChart(src) {
   return chart;
 }
 
+// ---- Saved and history --------------------------------------------------------------------
+
+const LIST_LIMIT = 100;
+
+async function renderSaved(root) {
+  const list = h('div', { id: 'saved-list', class: 'cards' });
+  root.append(h('h1', {}, 'Saved'),
+    h('p', { class: 'hint' }, 'Items you saved for later. The feed never shows an item twice; keep one here.'),
+    list);
+  const { items } = await api('GET', `/v1/saved?${new URLSearchParams({ limit: LIST_LIMIT })}`);
+  list.append(...items.map((it) => {
+    const card = itemCard(it, null);
+    const unsave = guard(async () => {
+      await api('DELETE', `/v1/saved/${encodeURIComponent(it.id)}`);
+      toast(`Removed “${it.title}” from Saved`);
+      card.remove();
+    });
+    $('.actions', card).append(h('button', { type: 'button', class: 'secondary', 'data-action': 'unsave',
+      'aria-label': `Unsave ${it.title}`, onclick: unsave }, 'Unsave'));
+    return card;
+  }));
+  if (!items.length) list.append(h('p', { class: 'empty' }, 'Nothing saved yet. Use Save on a feed card.'));
+  select(0, { focus: false });
+}
+
+const MARKS = [['liked', 'liked'], ['opened', 'opened'], ['skipped', 'skipped'], ['disliked', 'disliked'],
+  ['saved', 'saved']];
+
+async function renderHistory(root) {
+  const page = await api('GET', `/v1/history?${new URLSearchParams({ limit: LIST_LIMIT })}`);
+  const list = h('div', { id: 'history-list', class: 'cards' });
+  root.append(h('h1', {}, 'History'),
+    h('p', { class: 'hint' }, `${page.shown} items shown to you so far, newest first.`), list);
+  list.append(...page.entries.map((e) => {
+    const card = itemCard(e, null);
+    const marks = MARKS.filter(([k]) => e[k]).map(([, text]) => h('span', { class: `mark mark-${text}` }, text));
+    $('.meta', card).append(' · ', e.shown ? 'shown ' : 'seen in search ', timeEl(e.first_ms), ' ', ...marks);
+    return card;
+  }));
+  if (!page.entries.length) list.append(h('p', { class: 'empty' }, 'Nothing shown yet.'));
+  select(0, { focus: false });
+}
+
 views.labels = renderLabels;
 views.sources = renderSources;
+views.saved = renderSaved;
+views.history = renderHistory;

@@ -74,7 +74,12 @@ pub fn install_sample_labels(app: &Forage) -> Result<usize, AppError> {
     let existing: Vec<String> = app.labels()?.into_iter().map(|l| l.label.name).collect();
     let mut created = 0;
     for l in labels.into_iter().filter(|l| !existing.contains(&l.name)) {
-        app.create_label(NewLabel { name: l.name, examples: l.examples, threshold: l.threshold })?;
+        app.create_label(NewLabel {
+            name: l.name,
+            examples: l.examples,
+            threshold: l.threshold,
+            strict: false,
+        })?;
         created += 1;
     }
     Ok(created)

@@ -81,7 +81,7 @@ impl MinedNegatives for Miner {
         let mut best: HashMap<&str, f32> = HashMap::new();
         for c in chosen {
             let Some(ce) = self.index.embedding(c) else { continue };
-            for (id, e) in &self.index.embeddings {
+            for (id, e) in self.index.embeddings() {
                 let sim: f32 = ce.iter().zip(e.iter()).map(|(a, b)| a * b).sum();
                 if (MINED_SIM_MIN..=1.0 - MINED_MARGIN).contains(&sim) && !chosen.contains(&&**id) {
                     let slot = best.entry(id).or_insert(sim);
@@ -202,11 +202,8 @@ mod tests {
     use super::*;
 
     fn index(vectors: &[(&str, [f32; 2])]) -> Arc<CandidateIndex> {
-        let mut index = CandidateIndex::default();
-        for (id, v) in vectors {
-            index.embeddings.insert(Arc::from(*id), Arc::from(&v[..]));
-        }
-        Arc::new(index)
+        let vectors: Vec<(&str, Vec<f32>)> = vectors.iter().map(|(id, v)| (*id, v.to_vec())).collect();
+        Arc::new(CandidateIndex::from_vectors(&vectors))
     }
 
     #[test]

@@ -1,24 +1,26 @@
-//! The feed: candidates per source from the in-memory index, ranked inside each source
-//! ([`crate::rank`]), slots allocated across sources by Thompson sampling
-//! ([`crate::bandit::plan_feed`]), every shown item logged to Tidal as an impression with
-//! its propensity and the page's context id.
+//! The feed: candidates per source from the in-memory index (minus everything the user
+//! was already shown: the seen state of `app::users`), ranked inside each source
+//! ([`crate::rank`], with the user's taste and the content bandit's draw), slots allocated
+//! across sources by Thompson sampling ([`crate::bandit::plan_feed`]), every shown item
+//! logged to Tidal as an impression with its propensity and the page's context id, then
+//! marked seen.
 //!
-//! Paging: a page's `next_cursor` is its context id. The server remembers, per context, the
-//! items shown and the next position (bounded: [`CONTEXTS_MAX`], oldest forgotten first),
-//! so the next page continues the positions and never repeats an item; an unknown cursor is
-//! an error rather than a silent restart (positions are part of the impressions' keys).
+//! Paging: a page's `next_cursor` is its context id (`app::contexts`); an unknown or
+//! forgotten cursor is [`AppError::Gone`] (HTTP 410). When no unseen item is left, the page
+//! says so (`exhausted`) instead of showing old items again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rand::Rng;
 use serde::Serialize;
 
+use super::contexts::{CONTEXT_ITEMS_MAX, CursorError};
 use super::index::CandidateIndex;
+use super::users::{self, UserEntry};
 use super::views::{ItemView, ItemViews};
 use super::{AppError, Forage};
-use crate::bandit::{self, ArmCandidates, POLICY_THOMPSON};
+use crate::bandit::{self, ArmCandidates};
 use crate::rank::{self, Candidate};
 
 /// Items on a page unless the request says otherwise.
@@ -27,18 +29,12 @@ pub const LIMIT_DEFAULT: usize = 20;
 pub const LIMIT_MAX: usize = 100;
 /// Most ids in a request's exclude list.
 pub const EXCLUDE_MAX: usize = 1000;
-/// Candidates ranked per source (its newest items): bounds a request's work however large
-/// the catalog grows; older items have little freshness left anyway.
+/// Candidates ranked per source (its newest unseen items): bounds a request's work however
+/// large the catalog grows; older items have little freshness left anyway.
 pub const CANDIDATES_PER_ARM_MAX: usize = 2000;
-/// Contexts remembered for paging.
-pub const CONTEXTS_MAX: usize = 10_000;
-/// Items remembered per user as recently shown: a new feed prefers other items, so two
-/// visits in a row do not open on the same page.
-pub const RECENT_SHOWN_MAX: usize = 200;
-/// Users whose recently shown items are remembered (oldest user forgotten first).
-pub const RECENT_USERS_MAX: usize = 10_000;
-/// Most items shown in one context (over all its pages).
-pub const CONTEXT_ITEMS_MAX: usize = crate::bandit::FEED_SLOTS_MAX;
+/// Name of the feed's policy in the impressions' `policy` attribute: Thompson sampling over
+/// sources, linear Thompson sampling over content inside each source.
+pub const POLICY_FEED: &str = "thompson+lints";
 
 /// A feed request.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +45,9 @@ pub struct FeedRequest {
     pub label: Option<i64>,
     pub source: Option<i64>,
     pub exclude: Vec<String>,
+    /// Rank and plan a page without logging it or marking its items seen (the demo's
+    /// terminal preview): nothing is written, so nothing counts as shown.
+    pub preview: bool,
 }
 
 /// One item of a feed page.
@@ -69,86 +68,11 @@ pub struct FeedPage {
     pub context: String,
     pub items: Vec<FeedItem>,
     pub next_cursor: Option<String>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct ContextState {
-    user: String,
-    shown: HashSet<String>,
-    next_position: u32,
-}
-
-/// The contexts remembered for paging, and each user's recently shown items.
-#[derive(Default)]
-pub struct Contexts {
-    inner: Mutex<ContextsInner>,
-}
-
-#[derive(Default)]
-struct ContextsInner {
-    map: HashMap<String, ContextState>,
-    order: VecDeque<String>,
-    recent: HashMap<String, VecDeque<String>>,
-    recent_users: VecDeque<String>,
-}
-
-impl Contexts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ContextsInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves the next `limit` positions of `user`'s context (fewer when the context is
-    /// nearly full): returns the first reserved position, the slots, and the items shown in
-    /// it so far. Reserving under the lock keeps two concurrent requests for the same cursor
-    /// from logging impressions at the same positions (their keys would collide).
-    fn reserve(&self, context: &str, user: &str, limit: usize) -> Option<(u32, usize, HashSet<String>)> {
-        let mut inner = self.lock();
-        let state = inner.map.get_mut(context).filter(|s| s.user == user)?;
-        let slots = limit.min(CONTEXT_ITEMS_MAX.saturating_sub(state.next_position as usize));
-        let start = state.next_position;
-        state.next_position += slots as u32;
-        Some((start, slots, state.shown.clone()))
-    }
-
-    /// Records what a page of `context` showed (a new context is created), and remembers
-    /// the items as the user's recently shown ones.
-    fn put(&self, context: String, user: &str, next_position: u32, shown: &[bandit::Shown]) {
-        let mut inner = self.lock();
-        let user = user.to_owned();
-        let mut created = false;
-        let state = inner.map.entry(context.clone()).or_insert_with(|| {
-            created = true;
-            ContextState { user: user.clone(), ..ContextState::default() }
-        });
-        state.shown.extend(shown.iter().map(|s| s.item.clone()));
-        state.next_position = state.next_position.max(next_position);
-        if created {
-            inner.order.push_back(context);
-        }
-        while inner.order.len() > CONTEXTS_MAX {
-            if let Some(old) = inner.order.pop_front() {
-                inner.map.remove(&old);
-            }
-        }
-        if !inner.recent.contains_key(&user) {
-            inner.recent_users.push_back(user.clone());
-        }
-        let recent = inner.recent.entry(user).or_default();
-        recent.extend(shown.iter().map(|s| s.item.clone()));
-        while recent.len() > RECENT_SHOWN_MAX {
-            recent.pop_front();
-        }
-        while inner.recent_users.len() > RECENT_USERS_MAX {
-            if let Some(old) = inner.recent_users.pop_front() {
-                inner.recent.remove(&old);
-            }
-        }
-    }
-
-    /// The items recently shown to `user`.
-    fn recent(&self, user: &str) -> HashSet<String> {
-        self.lock().recent.get(user).map(|r| r.iter().cloned().collect()).unwrap_or_default()
-    }
+    /// No unseen item is left for this request (its filters applied): the page is short or
+    /// empty, and showing more needs new items (a refresh, another source).
+    pub exhausted: bool,
+    /// Items the user has been shown so far (over all pages).
+    pub seen: usize,
 }
 
 fn check_request(req: &FeedRequest) -> Result<usize, AppError> {
@@ -174,80 +98,108 @@ impl Forage {
         let started = std::time::Instant::now();
         let limit = check_request(req)?;
         let user = self.user_or_default(req.user.as_deref())?.to_owned();
-        let (context, start, slots, shown_before) = self.open_context(req.cursor.as_deref(), &user, limit)?;
         let index = self.candidate_index()?;
         let allowed = self.filter_set(req)?;
-        let mut exclude: HashSet<String> = req.exclude.iter().cloned().collect();
-        exclude.extend(shown_before);
-        let embedding = |id: &str| index.embedding(id).map(|e| e.to_vec());
-        let profile = rank::profile_from_tidal(self.store.as_ref(), &user, &exclude, embedding)?;
+        let exclude: HashSet<&str> = req.exclude.iter().map(String::as_str).collect();
+        let entry = self.users.get(&user, self.store.as_ref())?;
+        // Held until the page is logged and marked seen (see `app::users`).
+        let mut entry = users::lock(&entry);
+        let (context, start, slots) = if req.preview {
+            ("preview".to_owned(), 0, limit)
+        } else {
+            self.open_context(req.cursor.as_deref(), &user, limit)?
+        };
+        let t_open = started.elapsed();
+        let profile = self.profile(&mut entry, &index);
         let now = super::now_ms().max(0) as u64;
-        let t_profile = started.elapsed();
-        // Prefer items not shown lately; fall back to them when too few others are left.
-        let recent = self.contexts.recent(&user);
-        let filter = Filter { source: req.source, allowed: allowed.as_ref(), avoid: &recent };
-        let (mut arms, mut scores) = arm_candidates(&index, slots, &filter, &profile, now);
-        if arms.iter().map(|a| a.items.len()).sum::<usize>() < slots && !recent.is_empty() {
-            let filter = Filter { avoid: &HashSet::new(), ..filter };
-            (arms, scores) = arm_candidates(&index, slots, &filter, &profile, now);
-        }
+        let filter = Filter { source: req.source, allowed: allowed.as_ref(), exclude: &exclude };
+        let ranked = arm_candidates(&index, slots, &filter, &entry, &profile, now);
         let t_rank = started.elapsed();
-        let arm_names: Vec<&str> = arms.iter().map(|a| a.arm.as_str()).collect();
+        let arm_names: Vec<&str> = ranked.arms.iter().map(|a| a.arm.as_str()).collect();
         let posteriors = bandit::read_posteriors(self.store.as_ref(), &user, &arm_names)?;
         let mut shown = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            bandit::plan_feed(&arms, &posteriors, slots, &mut *rng)
+            let rule = self.config.diversity;
+            bandit::plan_feed_with(&ranked.arms, &posteriors, slots, rule, &mut *rng)
         };
         for s in &mut shown {
             s.position += start;
         }
         let t_plan = started.elapsed();
-        bandit::log_impressions(self.store.as_ref(), &user, &context, POLICY_THOMPSON, &shown)?;
+        if req.preview {
+            drop(entry);
+            let items = self.feed_items(&shown, &ranked.scores)?;
+            return Ok(FeedPage { context, items, next_cursor: None, exhausted: false, seen: 0 });
+        }
+        bandit::log_impressions(self.store.as_ref(), &user, &context, POLICY_FEED, &shown)?;
         let t_log = started.elapsed();
+        for s in &shown {
+            entry.apply(&s.item, &tidal::SignalKind::Impression, now);
+            self.contexts.note(&context, &user, s.position);
+        }
+        entry.fold_pending(&index);
+        let seen = entry.state.shown_count();
+        drop(entry);
+        let exhausted = ranked.unseen_left_after(shown.len()) == Some(0);
         let next_position = start + slots as u32;
-        let more = shown.len() == limit && (next_position as usize) < CONTEXT_ITEMS_MAX;
-        self.contexts.put(context.clone(), &user, next_position, &shown);
-        let items = self.feed_items(&shown, &scores)?;
+        let more = shown.len() == limit && !exhausted && (next_position as usize) < CONTEXT_ITEMS_MAX;
+        let items = self.feed_items(&shown, &ranked.scores)?;
         let elapsed = started.elapsed();
         tracing::debug!(
-            profile_us = t_profile.as_micros() as u64,
-            rank_us = (t_rank - t_profile).as_micros() as u64,
+            open_us = t_open.as_micros() as u64,
+            rank_us = (t_rank - t_open).as_micros() as u64,
             plan_us = (t_plan - t_rank).as_micros() as u64,
             log_us = (t_log - t_plan).as_micros() as u64,
             items_us = (elapsed - t_log).as_micros() as u64,
             "feed page built"
         );
         self.metrics.feed(elapsed);
-        Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items })
+        Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items, exhausted, seen })
+    }
+
+    /// The user's taste profile and this request's content-bandit draw.
+    fn profile(&self, entry: &mut UserEntry, index: &CandidateIndex) -> rank::Profile {
+        entry.fold_pending(index);
+        let mut profile = rank::profile_from_state(&entry.state, |id| index.embedding(id));
+        if self.config.content_bandit {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            profile.content = Some(entry.model.sample(&mut *rng, self.config.exploration));
+        }
+        profile
     }
 
     /// The context a request continues (its cursor) or a new one, with the first position
-    /// and the number of slots reserved for this page, and the items the context showed.
+    /// and the number of slots reserved for this page.
     fn open_context(
         &self,
         cursor: Option<&str>,
         user: &str,
         limit: usize,
-    ) -> Result<(String, u32, usize, HashSet<String>), AppError> {
+    ) -> Result<(String, u32, usize), AppError> {
         match cursor {
             Some(cursor) => {
-                let (start, slots, shown) = self.contexts.reserve(cursor, user, limit).ok_or_else(|| {
-                    AppError::invalid("cursor", "unknown or expired cursor; request a new feed without one")
-                })?;
-                Ok((cursor.to_owned(), start, slots, shown))
+                let (start, slots) =
+                    self.contexts.reserve(cursor, user, limit).map_err(|CursorError::Expired| {
+                        AppError::Gone(format!(
+                            "cursor `{cursor}` is unknown or expired; request a new feed without one"
+                        ))
+                    })?;
+                Ok((cursor.to_owned(), start, slots))
             }
             None => {
                 let id = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random::<u64>();
-                Ok((format!("ctx-{id:016x}"), 0, limit.min(CONTEXT_ITEMS_MAX), HashSet::new()))
+                let context = format!("ctx-{id:016x}");
+                let slots = limit.min(CONTEXT_ITEMS_MAX);
+                self.contexts.start(&context, user, slots);
+                Ok((context, 0, slots))
             }
         }
     }
 
-    /// The candidate index for the catalog as it is now.
-    pub(crate) fn candidate_index(&self) -> Result<std::sync::Arc<CandidateIndex>, AppError> {
-        let soft = self.soft_generation.load(Ordering::SeqCst) + self.worker_status().embedded_total;
-        let generation = (self.generation.load(Ordering::SeqCst), soft);
-        Ok(self.index.get(generation, &self.index_source)?)
+    /// The candidate index, caught up with the catalog (see `app::index`).
+    pub(crate) fn candidate_index(&self) -> Result<Arc<CandidateIndex>, AppError> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(self.index.get(generation, &self.index_source, &self.catalog)?)
     }
 
     /// The ids a label filter allows (`None`: no label filter).
@@ -286,27 +238,43 @@ impl Forage {
     }
 }
 
-/// Which candidates a request may see besides the profile's dismissals.
+/// Which candidates a request may see besides the user's seen items.
 #[derive(Clone, Copy)]
 struct Filter<'a> {
     /// Only this source.
     source: Option<i64>,
     /// Only these items (a label filter).
     allowed: Option<&'a HashSet<String>>,
-    /// Not these items (recently shown).
-    avoid: &'a HashSet<String>,
+    /// Not these items (the request's exclude list).
+    exclude: &'a HashSet<&'a str>,
 }
 
-/// The ranked candidates of every source that has some, and every candidate's score.
+/// The ranked candidates of every source that has some.
+struct ArmsRanked {
+    arms: Vec<ArmCandidates>,
+    scores: HashMap<String, f64>,
+    /// Unseen candidates found, `None` when some source had more than were ranked.
+    unseen: Option<usize>,
+}
+
+impl ArmsRanked {
+    /// Unseen candidates left once `shown` of them are shown (`None`: many).
+    fn unseen_left_after(&self, shown: usize) -> Option<usize> {
+        self.unseen.map(|n| n.saturating_sub(shown))
+    }
+}
+
+/// The ranked candidates of every source that has unseen ones, and every candidate's score.
 fn arm_candidates(
     index: &CandidateIndex,
     slots: usize,
     filter: &Filter<'_>,
+    entry: &UserEntry,
     profile: &rank::Profile,
     now_ms: u64,
-) -> (Vec<ArmCandidates>, HashMap<String, f64>) {
-    let mut arms = Vec::new();
-    let mut scores = HashMap::new();
+) -> ArmsRanked {
+    let mut out = ArmsRanked { arms: Vec::new(), scores: HashMap::new(), unseen: Some(0) };
+    let state = &entry.state;
     for (source_id, entries) in &index.by_source {
         if filter.source.is_some_and(|s| s != *source_id) {
             continue;
@@ -314,23 +282,33 @@ fn arm_candidates(
         let arm: Arc<str> = Arc::from(source_id.to_string());
         let candidates: Vec<Candidate> = entries
             .iter()
-            .filter(|e| !profile.dismissed.contains(&*e.id) && !filter.avoid.contains(&*e.id))
+            .filter(|e| !state.is_hidden(&e.id))
+            .filter(|e| filter.exclude.is_empty() || !filter.exclude.contains(&*e.id))
             .filter(|e| filter.allowed.is_none_or(|a| a.contains(&*e.id)))
-            .take(CANDIDATES_PER_ARM_MAX)
+            .take(CANDIDATES_PER_ARM_MAX + 1)
             .map(|e| Candidate {
                 id: e.id.clone(),
                 source: arm.clone(),
                 published_ms: e.time_ms.max(0) as u64,
-                embedding: e.embedding.clone(),
+                embedding: e.embedding().cloned(),
+                features: e.features().cloned(),
             })
             .collect();
+        out.unseen = match out.unseen {
+            Some(n) if candidates.len() <= CANDIDATES_PER_ARM_MAX => Some(n + candidates.len()),
+            _ => None,
+        };
         if candidates.is_empty() {
             continue;
         }
+        let mut candidates = candidates;
+        candidates.truncate(CANDIDATES_PER_ARM_MAX);
         let ranked = rank::rank(candidates, profile, now_ms, slots);
         let items = ranked.iter().map(|r| r.id.to_string()).collect();
-        scores.extend(ranked.into_iter().map(|r| (r.id.to_string(), r.score)));
-        arms.push(ArmCandidates { arm: arm.to_string(), items });
+        // Freshness is left out of the slot offsets: it says when, not how good.
+        let scores = ranked.iter().map(|r| r.score - r.freshness).collect();
+        out.scores.extend(ranked.into_iter().map(|r| (r.id.to_string(), r.score)));
+        out.arms.push(ArmCandidates { arm: arm.to_string(), items, scores });
     }
-    (arms, scores)
+    out
 }

@@ -1,6 +1,8 @@
 //! Feedback: like, dislike, skip, open (a click) and dwell, written to Tidal with an
 //! idempotency key so a retried request counts once. Like/dislike/skip/open also move the
-//! item's source arm (the bandit's counter signal, written in the same batch).
+//! item's source arm (the bandit's counter signal, written in the same batch). Once Tidal
+//! acknowledged it, the feedback is applied to the user's remembered state (`app::users`):
+//! their taste and the content bandit move at once.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -105,9 +107,12 @@ impl Forage {
             if req.dwell_ms.is_some() {
                 return Err(AppError::invalid("dwell_ms", "only `dwell` feedback takes dwell_ms"));
             }
-            bandit::feedback_signals(&user, &item.id, &arm, req.context.as_deref(), kind, Some(&key))?
+            bandit::feedback_signals(&user, &item.id, &arm, req.context.as_deref(), kind.clone(), Some(&key))?
         };
+        // Loaded before the write: a state built from Tidal after it would hold it already.
+        let entry = self.users.get(&user, self.store.as_ref())?;
         let acks = self.store.write(signals)?;
+        super::users::lock(&entry).apply(&item.id, &kind, super::now_ms().max(0) as u64);
         let duplicate = acks.iter().all(|a| a.duplicate);
         self.metrics.feedback(&req.kind, duplicate);
         Ok(FeedbackAnswer { duplicate, kind: req.kind.clone(), item: item.id })

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppError, Forage};
 use crate::catalog::{Label, LabelPatch, LabelSpec};
-use crate::labels::{self, THRESHOLD_DEFAULT};
+use crate::labels;
 
 /// A label as the API shows it: the stored label and how many items carry it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -21,7 +21,11 @@ pub struct LabelView {
 pub struct NewLabel {
     pub name: String,
     pub examples: Vec<String>,
+    /// Set by hand; absent: calibrated from the examples and the other labels.
     pub threshold: Option<f32>,
+    /// No nearest-label fallback (only the threshold decides).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// The body of `PUT /v1/labels/{id}`.
@@ -30,7 +34,11 @@ pub struct NewLabel {
 pub struct LabelEdit {
     pub name: Option<String>,
     pub examples: Option<Vec<String>>,
+    /// Sets the threshold by hand.
     pub threshold: Option<f32>,
+    /// `true`: calibrate the threshold again.
+    pub calibrated: Option<bool>,
+    pub strict: Option<bool>,
 }
 
 impl Forage {
@@ -58,7 +66,8 @@ impl Forage {
         let spec = LabelSpec {
             name: new.name,
             examples: new.examples,
-            threshold: new.threshold.unwrap_or(THRESHOLD_DEFAULT),
+            threshold: new.threshold,
+            strict: new.strict,
         };
         let id = self.catalog().create_label(&spec, super::now_ms())?;
         self.relabel()?;
@@ -67,7 +76,13 @@ impl Forage {
 
     /// Edits a label and relabels the catalog.
     pub fn edit_label(&self, id: i64, edit: LabelEdit) -> Result<LabelView, AppError> {
-        let patch = LabelPatch { name: edit.name, examples: edit.examples, threshold: edit.threshold };
+        let patch = LabelPatch {
+            name: edit.name,
+            examples: edit.examples,
+            threshold: edit.threshold,
+            calibrated: edit.calibrated,
+            strict: edit.strict,
+        };
         self.catalog().update_label(id, &patch)?;
         self.relabel()?;
         self.label(id)

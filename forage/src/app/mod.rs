@@ -10,19 +10,25 @@
 //!   Tidal), and reports bad input as [`AppError::InvalidInput`] naming the field;
 //! - all calls block: async callers run them on a blocking thread.
 //!
-//! Submodules: [`feed`] (candidate index, ranking, bandit, impression logging), `feedback`,
+//! Submodules: [`feed`] (ranking, bandit, impression logging), `index` (the candidate
+//! index, caught up with the catalog on every request), [`users`] (every user's seen state,
+//! taste and content-bandit posterior, rebuilt from Tidal), `contexts` (paging), `history`
+//! (the saved list and the history view), `feedback`,
 //! `sources` (add/remove/refresh/import and the schedule), `export` (preference rows with
 //! texts and mined negatives), `stats`, `labels`, [`demo`] (bundled samples).
 
+mod contexts;
 pub mod demo;
 mod export;
 pub mod feed;
 mod feedback;
+mod history;
 mod index;
 mod items;
 mod labels;
 mod sources;
 mod stats;
+pub mod users;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -43,9 +49,11 @@ use crate::sources::SourceError;
 use crate::sources::http::{FetchOptions, HttpFetcher};
 use crate::store::{StoreError, TidalAccess};
 
+pub use contexts::{CONTEXT_ITEMS_MAX, CONTEXTS_MAX};
 pub use export::{ExportRequest, MINED_MARGIN, MINED_SIM_MIN};
 pub use feed::{FeedItem, FeedPage, FeedRequest};
 pub use feedback::{FeedbackAnswer, FeedbackRequest};
+pub use history::{HISTORY_LIMIT_MAX, HistoryEntry, HistoryPage, SavedItem};
 pub use items::{EvalSummary, ItemDetail, PolicyEstimate};
 pub use labels::{LabelEdit, LabelView, NewLabel};
 pub use sources::RefreshView;
@@ -73,6 +81,9 @@ pub enum AppError {
     Unsupported(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The thing existed once and is gone for good (an expired feed cursor).
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl AppError {
@@ -147,6 +158,13 @@ pub struct Config {
     pub fetch: FetchOptions,
     /// Seed of the bandit's random draws (`None`: from the OS).
     pub seed: Option<u64>,
+    /// The diversity rule across sources of one page.
+    pub diversity: crate::rank::Diversity,
+    /// Rank with the content bandit's draw (linear Thompson sampling on the items'
+    /// embeddings); off, the feed ranks by taste and freshness only.
+    pub content_bandit: bool,
+    /// Posterior scale of the content bandit's draw (more explores more).
+    pub exploration: f64,
 }
 
 impl Config {
@@ -158,6 +176,9 @@ impl Config {
             background: true,
             fetch: FetchOptions::default(),
             seed: None,
+            diversity: crate::rank::Diversity::default(),
+            content_bandit: true,
+            exploration: crate::bandit::linear::EXPLORATION_DEFAULT,
         }
     }
 }
@@ -180,13 +201,12 @@ pub struct Forage {
     embedder: Arc<dyn Embedder>,
     fetcher: HttpFetcher,
     worker: OnceLock<EmbedWorker>,
-    index: Arc<index::IndexCache>,
-    contexts: feed::Contexts,
+    index: index::IndexCache,
+    users: users::Users,
+    contexts: contexts::Contexts,
     rng: Mutex<StdRng>,
     /// Bumped when items leave the catalog (the candidate index is rebuilt before use).
     generation: Arc<AtomicU64>,
-    /// Bumped when items or embeddings arrive (the index is rebuilt in the background).
-    soft_generation: AtomicU64,
     index_source: index::IndexSource,
     metrics: stats::Metrics,
     stop: Arc<AtomicBool>,
@@ -220,16 +240,22 @@ impl Forage {
             embedder,
             fetcher,
             worker: OnceLock::new(),
-            index: Arc::default(),
-            contexts: feed::Contexts::default(),
+            index: index::IndexCache::default(),
+            users: users::Users::default(),
+            contexts: contexts::Contexts::default(),
             rng: Mutex::new(rng),
             generation: Arc::new(AtomicU64::new(0)),
-            soft_generation: AtomicU64::new(0),
             index_source,
             metrics: stats::Metrics::default(),
             stop: Arc::new(AtomicBool::new(false)),
             scheduler: Mutex::new(None),
         });
+        let contexts = &forage.contexts;
+        forage.users.rebuild(forage.store.as_ref(), &mut |e| {
+            if let (Some(context), Some(position)) = (e.context, e.position) {
+                contexts.note(context, e.user, position);
+            }
+        })?;
         if forage.config.background {
             forage.start_background();
         }
@@ -308,10 +334,9 @@ impl Forage {
         }
     }
 
-    /// Marks items or embeddings as added (the candidate index catches up in the background)
-    /// and wakes the embedding worker.
+    /// Wakes the embedding worker after items were added (the candidate index catches up
+    /// with the catalog by itself on the next request).
     fn touch(&self) {
-        self.soft_generation.fetch_add(1, Ordering::SeqCst);
         self.notify_worker();
     }
 

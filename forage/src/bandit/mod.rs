@@ -5,7 +5,8 @@
 //!
 //! Arms are opaque names: a source id, or a label written as e.g. `label:{name}` when labels
 //! are explored too. Submodules: [`beta`] (the sampler), [`thompson`] (choices, slot
-//! allocation, propensities, feed planning), [`ips`] (offline evaluation).
+//! allocation, propensities, feed planning), [`linear`] (the contextual bandit over item
+//! content: linear Thompson sampling on projected embeddings), [`ips`] (offline evaluation).
 //!
 //! # Reward model (what a posterior counts)
 //!
@@ -35,6 +36,7 @@
 
 pub mod beta;
 pub mod ips;
+pub mod linear;
 pub mod thompson;
 
 use std::collections::BTreeMap;
@@ -44,7 +46,10 @@ use tidal::{Ack, Signal, SignalKind};
 use crate::store::{StoreError, TidalAccess};
 
 pub use ips::{EvalReport, LoggedImpression, Logs, evaluate, read_logs};
-pub use thompson::{ArmCandidates, SlotChoice, allocate_slots, arm_probabilities, choose_arm, plan_feed};
+pub use thompson::{
+    ArmCandidates, SlotChoice, allocate_slots, allocate_slots_with, arm_probabilities, choose_arm, plan_feed,
+    plan_feed_with,
+};
 
 /// Prior successes of every arm: Beta(1, 1) is uniform over the like-probability.
 pub const PRIOR_ALPHA: f64 = 1.0;

@@ -15,6 +15,7 @@ use rand::Rng;
 
 use super::beta::beta;
 use super::{FEED_SLOTS_MAX, Posterior, Shown};
+use crate::rank::Diversity;
 
 /// Monte-Carlo rounds behind each propensity estimate.
 pub const PROPENSITY_DRAWS: usize = 200;
@@ -90,27 +91,60 @@ pub fn allocate_slots<R: Rng + ?Sized>(
     slots: usize,
     rng: &mut R,
 ) -> Vec<SlotChoice> {
+    allocate_slots_with(posteriors, capacity, &|_, _| 0.0, slots, Diversity::default(), rng)
+}
+
+/// [`allocate_slots`] with item offsets and a diversity rule (its share cap per arm). A slot
+/// goes to the arm with the highest `draw + offset(arm, k)`, where `draw` is a sample of the
+/// arm's posterior and `k` the number of items the arm gave already (so the offset is that
+/// of the item the arm would give next: the feed passes the item's rank score, so an arm
+/// whose remaining items are poor loses slots even while its past like rate is high). The
+/// propensity is the probability of that choice given the offsets, estimated with
+/// [`PROPENSITY_DRAWS`] rounds of posterior draws made once per call (the posteriors do not
+/// change within a call).
+pub fn allocate_slots_with<R: Rng + ?Sized>(
+    posteriors: &[Posterior],
+    capacity: &[usize],
+    offset: &dyn Fn(usize, usize) -> f64,
+    slots: usize,
+    diversity: Diversity,
+    rng: &mut R,
+) -> Vec<SlotChoice> {
     let mut left = capacity[..capacity.len().min(ARMS_MAX)].to_vec();
+    let arms = left.len();
     let slots = slots.min(FEED_SLOTS_MAX);
     let mut choices = Vec::with_capacity(slots.min(left.iter().sum()));
-    // Posteriors do not change within one request, so the propensities only change when
-    // an arm runs out: recompute them then, not every slot.
-    let mut cached: Option<(Vec<bool>, Vec<f64>)> = None;
-    let share_max = if left.iter().filter(|n| **n > 0).count() > 1 { arm_share_max(slots) } else { slots };
-    let mut taken = vec![0usize; left.len()];
+    // rounds[r * arms + a]: arm a's posterior draw in Monte-Carlo round r.
+    let rounds: Vec<f64> = (0..PROPENSITY_DRAWS)
+        .flat_map(|_| (0..arms).map(|a| posterior_of(posteriors, a)).collect::<Vec<_>>())
+        .map(|p| beta(rng, p.alpha, p.beta))
+        .collect();
+    let share_max =
+        if left.iter().filter(|n| **n > 0).count() > 1 { diversity.share_max(slots) } else { slots };
+    let mut taken = vec![0usize; arms];
     for _ in 0..slots {
         let mut available: Vec<bool> =
             left.iter().zip(&taken).map(|(n, t)| *n > 0 && *t < share_max).collect();
         if !available.contains(&true) {
             available = left.iter().map(|n| *n > 0).collect();
         }
-        let Some(arm) = choose_arm(posteriors, &available, rng) else { break };
-        if cached.as_ref().is_none_or(|(a, _)| *a != available) {
-            let probs = arm_probabilities(posteriors, &available, rng, PROPENSITY_DRAWS);
-            cached = Some((available, probs));
+        let offsets: Vec<f64> = (0..arms)
+            .map(|a| if available[a] { sanitize_offset(offset(a, taken[a])) } else { 0.0 })
+            .collect();
+        let draw = |a: usize, rng: &mut R| {
+            let p = posterior_of(posteriors, a);
+            beta(rng, p.alpha, p.beta)
+        };
+        let Some(arm) = best_arm(&available, &offsets, |a| draw(a, rng)) else { break };
+        let mut wins = vec![0usize; arms];
+        for r in 0..PROPENSITY_DRAWS {
+            if let Some(w) = best_arm(&available, &offsets, |a| rounds[r * arms + a]) {
+                wins[w] += 1;
+            }
         }
-        // `arm` was available, so `left[arm] > 0` and `arm < probs.len()`.
-        let propensity = cached.as_ref().map_or(1.0, |(_, probs)| probs[arm]);
+        let open = available.iter().filter(|ok| **ok).count();
+        let total = PROPENSITY_DRAWS as f64 + PROPENSITY_SMOOTHING * open as f64;
+        let propensity = (wins[arm] as f64 + PROPENSITY_SMOOTHING) / total;
         left[arm] -= 1;
         taken[arm] += 1;
         choices.push(SlotChoice { arm, propensity });
@@ -118,12 +152,28 @@ pub fn allocate_slots<R: Rng + ?Sized>(
     choices
 }
 
+/// Offsets that are not finite count as 0.
+fn sanitize_offset(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
+}
+
+/// The available arm with the highest `value(arm) + offsets[arm]` (ties: the lowest index).
+fn best_arm(available: &[bool], offsets: &[f64], mut value: impl FnMut(usize) -> f64) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (arm, _) in available.iter().enumerate().filter(|(_, ok)| **ok) {
+        let v = value(arm) + offsets[arm];
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((arm, v));
+        }
+    }
+    best.map(|(arm, _)| arm)
+}
+
 /// Most of `slots` one arm may fill so that the others can still separate its items into
 /// runs of at most [`crate::rank::SAME_SOURCE_RUN_MAX`]: the largest `c` with
 /// `c <= RUN_MAX * (slots - c + 1)`.
 pub fn arm_share_max(slots: usize) -> usize {
-    let run = crate::rank::SAME_SOURCE_RUN_MAX;
-    (run * (slots + 1)) / (run + 1)
+    Diversity::default().share_max(slots)
 }
 
 /// One arm's candidates for a feed, best first (as [`crate::rank::rank`] ordered them).
@@ -131,7 +181,15 @@ pub fn arm_share_max(slots: usize) -> usize {
 pub struct ArmCandidates {
     pub arm: String,
     pub items: Vec<String>,
+    /// Each item's rank score, in the same order; empty when the slots should follow the
+    /// arm posteriors alone. Scores enter the slot choice as offsets (see
+    /// [`allocate_slots_with`]), weighted by [`ITEM_SCORE_WEIGHT`].
+    pub scores: Vec<f64>,
 }
+
+/// Weight of an arm's next item's rank score in the slot choice, against a draw of the
+/// arm's posterior (both are on a like-probability-like scale).
+pub const ITEM_SCORE_WEIGHT: f64 = 1.0;
 
 /// A feed of up to `slots` items: slots are allocated by Thompson sampling, each slot takes
 /// its arm's best item not yet used, then the diversity rule of [`crate::rank::diversify_by`]
@@ -143,17 +201,30 @@ pub fn plan_feed<R: Rng + ?Sized>(
     slots: usize,
     rng: &mut R,
 ) -> Vec<Shown> {
+    plan_feed_with(arms, posteriors, slots, Diversity::default(), rng)
+}
+
+/// [`plan_feed`] under a given diversity rule.
+pub fn plan_feed_with<R: Rng + ?Sized>(
+    arms: &[ArmCandidates],
+    posteriors: &[Posterior],
+    slots: usize,
+    diversity: Diversity,
+    rng: &mut R,
+) -> Vec<Shown> {
     let capacity: Vec<usize> = arms.iter().map(|a| a.items.len()).collect();
     let mut next = vec![0usize; arms.len()];
     let mut shown = Vec::new();
-    for choice in allocate_slots(posteriors, &capacity, slots, rng) {
+    let offset = |arm: usize, k: usize| arms[arm].scores.get(k).map_or(0.0, |s| ITEM_SCORE_WEIGHT * s);
+    for choice in allocate_slots_with(posteriors, &capacity, &offset, slots, diversity, rng) {
         // Allocation only picks arms with items left, so both indexes are in bounds.
         let arm = &arms[choice.arm];
         let item = arm.items[next[choice.arm]].clone();
         next[choice.arm] += 1;
         shown.push(Shown { item, source: arm.arm.clone(), propensity: choice.propensity, position: 0 });
     }
-    let mut shown = crate::rank::diversify_by(shown, |s| s.source.as_str());
+    let run = diversity.same_source_run_max.unwrap_or(0);
+    let mut shown = crate::rank::diversify_with(shown, run, |s| s.source.as_str());
     for (position, s) in shown.iter_mut().enumerate() {
         s.position = position as u32;
     }
@@ -219,11 +290,29 @@ mod tests {
     }
 
     #[test]
+    fn an_arm_whose_next_item_is_poor_loses_slots() {
+        let mut rng = StdRng::seed_from_u64(7);
+        // Arm 0 had the better like rate, but its items score far below arm 1's.
+        let posteriors = [Posterior { alpha: 60.0, beta: 40.0 }, Posterior { alpha: 50.0, beta: 50.0 }];
+        let offset = |arm: usize, _k: usize| if arm == 0 { 0.0 } else { 0.4 };
+        let choices = allocate_slots_with(&posteriors, &[20, 20], &offset, 10, Diversity::OFF, &mut rng);
+        assert_eq!(choices.iter().filter(|c| c.arm == 1).count(), 10, "{choices:?}");
+        assert!(choices.iter().all(|c| c.propensity > 0.9), "the choice was near-certain: {choices:?}");
+        // Without offsets the better posterior wins.
+        let choices = allocate_slots_with(&posteriors, &[20, 20], &|_, _| 0.0, 10, Diversity::OFF, &mut rng);
+        assert!(choices.iter().filter(|c| c.arm == 0).count() >= 7, "{choices:?}");
+    }
+
+    #[test]
     fn feed_uses_each_item_once_with_positions_in_order() {
         let mut rng = StdRng::seed_from_u64(5);
         let arms = vec![
-            ArmCandidates { arm: "a".into(), items: vec!["a1".into(), "a2".into(), "a3".into()] },
-            ArmCandidates { arm: "b".into(), items: vec!["b1".into()] },
+            ArmCandidates {
+                arm: "a".into(),
+                items: vec!["a1".into(), "a2".into(), "a3".into()],
+                scores: vec![],
+            },
+            ArmCandidates { arm: "b".into(), items: vec!["b1".into()], scores: vec![] },
         ];
         let feed = plan_feed(&arms, &[Posterior::default(); 2], 10, &mut rng);
         let mut items: Vec<&str> = feed.iter().map(|s| s.item.as_str()).collect();

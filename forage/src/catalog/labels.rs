@@ -34,8 +34,13 @@ pub const PENDING_ITEMS_MAX: usize = 1024;
 pub struct LabelSpec {
     pub name: String,
     pub examples: Vec<String>,
-    /// Least cosine similarity to the label's prototype for an item to get the label.
-    pub threshold: f32,
+    /// Least cosine similarity to the label's prototype for an item to get the label, set
+    /// by hand; `None` calibrates it from the examples (`crate::labels::calibrate`).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Only the threshold decides: no nearest-label fallback for items no label reaches.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// A change to a label; `None` keeps the stored value.
@@ -43,7 +48,11 @@ pub struct LabelSpec {
 pub struct LabelPatch {
     pub name: Option<String>,
     pub examples: Option<Vec<String>>,
+    /// A threshold set by hand (the label stops being calibrated).
     pub threshold: Option<f32>,
+    /// `Some(true)`: calibrate the threshold again (ignored when `threshold` is given).
+    pub calibrated: Option<bool>,
+    pub strict: Option<bool>,
 }
 
 /// A stored label with its feedback counts.
@@ -52,8 +61,14 @@ pub struct Label {
     pub id: i64,
     pub name: String,
     pub examples: Vec<String>,
+    /// The threshold set by hand; for a calibrated label, the value in use is computed
+    /// from the examples whenever prototypes are built (see `crate::labels::calibrate`).
     #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
+    /// The threshold is calibrated from the examples and the other labels.
+    pub calibrated: bool,
+    /// No nearest-label fallback.
+    pub strict: bool,
     pub created_ms: i64,
     /// Items the user confirmed for this label.
     pub confirmed: usize,
@@ -142,6 +157,8 @@ fn label_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Label, String)> {
         name: r.get(1)?,
         examples: Vec::new(),
         threshold: threshold as f32,
+        calibrated: r.get(7)?,
+        strict: r.get(8)?,
         created_ms: r.get(4)?,
         confirmed: usize::try_from(confirmed).unwrap_or(0),
         rejected: usize::try_from(rejected).unwrap_or(0),
@@ -160,7 +177,8 @@ fn finish_label((mut label, examples_text): (Label, String)) -> Result<Label, Ca
 
 const LABEL_COLUMNS: &str = "l.id, l.name, l.examples, l.threshold, l.created_ms,
     (SELECT COUNT(*) FROM label_feedback f WHERE f.label_id = l.id AND f.confirm = 1),
-    (SELECT COUNT(*) FROM label_feedback f WHERE f.label_id = l.id AND f.confirm = 0)";
+    (SELECT COUNT(*) FROM label_feedback f WHERE f.label_id = l.id AND f.confirm = 0),
+    l.calibrated, l.strict";
 
 /// Inserts one assignment unless the item or the label is gone.
 const INSERT_ITEM_LABEL: &str = "INSERT OR REPLACE INTO item_labels (item_id, label_id, score)
@@ -176,15 +194,26 @@ impl Catalog {
     pub fn create_label(&self, spec: &LabelSpec, now_ms: i64) -> Result<i64, CatalogError> {
         check_name(&spec.name)?;
         check_examples(&spec.examples)?;
-        check_threshold(spec.threshold)?;
+        if let Some(t) = spec.threshold {
+            check_threshold(t)?;
+        }
+        let stored = spec.threshold.unwrap_or(crate::labels::THRESHOLD_DEFAULT);
         let count: i64 = self.conn.query_row("SELECT COUNT(*) FROM labels", [], |r| r.get(0))?;
         if count as usize >= LABELS_MAX {
             return Err(invalid("labels", format!("already {count} labels, at most {LABELS_MAX}")));
         }
         self.conn
             .execute(
-                "INSERT INTO labels (name, examples, threshold, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![spec.name, examples_json(&spec.examples)?, f64::from(spec.threshold), now_ms],
+                "INSERT INTO labels (name, examples, threshold, created_ms, calibrated, strict)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    spec.name,
+                    examples_json(&spec.examples)?,
+                    f64::from(stored),
+                    now_ms,
+                    spec.threshold.is_none(),
+                    spec.strict
+                ],
             )
             .map_err(|e| name_conflict(e, &spec.name))?;
         Ok(self.conn.last_insert_rowid())
@@ -207,9 +236,18 @@ impl Catalog {
             .conn
             .execute(
                 "UPDATE labels SET name = COALESCE(?2, name), examples = COALESCE(?3, examples),
-                     threshold = COALESCE(?4, threshold)
+                     threshold = COALESCE(?4, threshold),
+                     calibrated = CASE WHEN ?4 IS NOT NULL THEN 0 ELSE COALESCE(?5, calibrated) END,
+                     strict = COALESCE(?6, strict)
                  WHERE id = ?1",
-                params![id, patch.name, examples, patch.threshold.map(f64::from)],
+                params![
+                    id,
+                    patch.name,
+                    examples,
+                    patch.threshold.map(f64::from),
+                    patch.calibrated,
+                    patch.strict
+                ],
             )
             .map_err(|e| name_conflict(e, patch.name.as_deref().unwrap_or("")))?;
         if n == 0 { Err(CatalogError::NoSuchLabel { id }) } else { Ok(()) }
@@ -444,7 +482,11 @@ fn insert_item_labels(
 }
 
 /// Decodes a stored little-endian f32 vector; a length that disagrees with `dims` is corruption.
-fn decode_vector(item_id: &str, dims: i64, blob: &[u8]) -> Result<(String, Vec<f32>), CatalogError> {
+pub(crate) fn decode_vector(
+    item_id: &str,
+    dims: i64,
+    blob: &[u8],
+) -> Result<(String, Vec<f32>), CatalogError> {
     if dims < 0 || blob.len() != dims as usize * 4 {
         let reason = format!("embedding of {item_id}: {} bytes for {dims} dims", blob.len());
         return Err(CatalogError::Corrupt { reason });

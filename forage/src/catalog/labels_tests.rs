@@ -5,7 +5,7 @@ use super::*;
 use crate::catalog::{CatalogErrorKind, NewItem};
 
 fn spec(name: &str) -> LabelSpec {
-    LabelSpec { name: name.into(), examples: vec!["an example".into()], threshold: 0.4 }
+    LabelSpec { name: name.into(), examples: vec!["an example".into()], threshold: Some(0.4), strict: false }
 }
 
 /// A catalog with one source and `n` items; returns it with the item ids in insertion order.
@@ -43,7 +43,11 @@ fn create_get_list_update_delete() {
     assert_eq!(got.examples, vec!["an example".to_string()]);
     assert_eq!(cat.list_labels().expect("list").iter().map(|l| l.id).collect::<Vec<_>>(), vec![a, b]);
 
-    let patch = LabelPatch { threshold: Some(0.6), examples: Some(vec!["x".into(), "y".into()]), name: None };
+    let patch = LabelPatch {
+        threshold: Some(0.6),
+        examples: Some(vec!["x".into(), "y".into()]),
+        ..LabelPatch::default()
+    };
     cat.update_label(a, &patch).expect("update");
     let got = cat.get_label(a).expect("get").expect("some");
     assert_eq!((got.name.as_str(), got.threshold, got.examples.len()), ("rust", 0.6, 2));
@@ -67,10 +71,10 @@ fn bad_specs_are_invalid_input_and_write_nothing() {
         LabelSpec { examples: vec!["e".into(); LABEL_EXAMPLES_MAX + 1], ..spec("a") },
         LabelSpec { examples: vec!["ok".into(), long_example], ..spec("a") },
         LabelSpec { examples: vec!["  ".into()], ..spec("a") },
-        LabelSpec { threshold: 0.0, ..spec("a") },
-        LabelSpec { threshold: 1.0, ..spec("a") },
-        LabelSpec { threshold: -0.5, ..spec("a") },
-        LabelSpec { threshold: f32::NAN, ..spec("a") },
+        LabelSpec { threshold: Some(0.0), ..spec("a") },
+        LabelSpec { threshold: Some(1.0), ..spec("a") },
+        LabelSpec { threshold: Some(-0.5), ..spec("a") },
+        LabelSpec { threshold: Some(f32::NAN), ..spec("a") },
     ];
     for (i, s) in bad.iter().enumerate() {
         let err = cat.create_label(s, 0).expect_err(&format!("spec {i} must be refused"));
@@ -81,7 +85,8 @@ fn bad_specs_are_invalid_input_and_write_nothing() {
     let edge = LabelSpec {
         name: "n".repeat(LABEL_NAME_BYTES_MAX),
         examples: vec!["e".repeat(LABEL_EXAMPLE_BYTES_MAX); LABEL_EXAMPLES_MAX],
-        threshold: 0.99,
+        threshold: Some(0.99),
+        strict: false,
     };
     cat.create_label(&edge, 0).expect("limits are inclusive");
 }

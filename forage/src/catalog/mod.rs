@@ -12,6 +12,7 @@
 
 mod items;
 mod labels;
+mod saved;
 pub mod schema;
 mod stamps;
 
@@ -24,7 +25,8 @@ pub use labels::{
     EmbeddedItem, ItemLabel, LABEL_EXAMPLE_BYTES_MAX, LABEL_EXAMPLES_MAX, LABEL_NAME_BYTES_MAX, LABELS_MAX,
     Label, LabelPatch, LabelSpec, PENDING_ITEMS_MAX,
 };
-pub use stamps::ItemStamp;
+pub use saved::SAVED_PER_USER_MAX;
+pub use stamps::{ItemStamp, Watermark};
 
 /// Default refresh interval of a new source.
 pub const INTERVAL_S_DEFAULT: i64 = 3600;

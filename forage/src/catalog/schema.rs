@@ -13,7 +13,13 @@ use super::CatalogError;
 type Step = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// The migration steps in order; `STEPS[n]` migrates version `n` to `n + 1`.
-const STEPS: &[Step] = &[step_1_sources_items_fts, step_2_labels_embeddings, step_3_label_feedback];
+const STEPS: &[Step] = &[
+    step_1_sources_items_fts,
+    step_2_labels_embeddings,
+    step_3_label_feedback,
+    step_4_saved,
+    step_5_label_calibration,
+];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
@@ -127,5 +133,25 @@ fn step_3_label_feedback(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         );
         CREATE INDEX label_feedback_item ON label_feedback(item_id);
         CREATE INDEX item_labels_label ON item_labels(label_id);",
+    )
+}
+
+fn step_4_saved(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE saved (
+            user TEXT NOT NULL,
+            item_id TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            saved_ms INTEGER NOT NULL,
+            PRIMARY KEY (user, item_id)
+        );
+        CREATE INDEX saved_user_time ON saved(user, saved_ms);",
+    )
+}
+
+fn step_5_label_calibration(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    // Labels made before calibration keep the threshold they were given (calibrated = 0).
+    tx.execute_batch(
+        "ALTER TABLE labels ADD COLUMN calibrated INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE labels ADD COLUMN strict INTEGER NOT NULL DEFAULT 0;",
     )
 }

@@ -36,7 +36,8 @@ fn rust_label(cat: &Catalog) -> i64 {
     let spec = LabelSpec {
         name: "rust".into(),
         examples: vec!["rust borrow checker ownership".into(), "cargo crates and rust lifetimes".into()],
-        threshold: 0.3,
+        threshold: Some(0.3),
+        strict: false,
     };
     cat.create_label(&spec, 0).expect("label")
 }

@@ -1,5 +1,6 @@
 //! Label evaluation: precision, recall and F1 of the catalog's labels on a labelled file
-//! (`forage labels eval`).
+//! (`forage labels eval`), micro- and macro-averaged, with the texts that got no label and
+//! those that got several.
 //!
 //! Owns the labelled-file format: JSON Lines, one object per line,
 //! `{"text": "...", "labels": ["rust", ...]}` (other fields are ignored, blank lines are
@@ -78,6 +79,14 @@ pub struct EvalReport {
     pub per_label: Vec<LabelScore>,
     /// Micro-average: counts summed over labels.
     pub micro: LabelScore,
+    /// Macro-average: precision, recall and F1 averaged over the labels (counts summed).
+    pub macro_avg: LabelScore,
+    /// Texts that got no label.
+    pub unlabelled: usize,
+    /// Texts that got more than one label.
+    pub multi_labelled: usize,
+    /// The threshold each label used (calibrated or hand-set), in catalog order.
+    pub thresholds: Vec<f32>,
     /// Labels in the file that the catalog does not define, with how many texts carry them.
     pub unknown: BTreeMap<String, usize>,
 }
@@ -86,14 +95,14 @@ impl EvalReport {
     /// A plain-text table for the CLI.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let width = self.per_label.iter().map(|s| s.name.len()).max().unwrap_or(0).max("micro avg".len());
+        let width = self.per_label.iter().map(|s| s.name.len()).max().unwrap_or(0).max("macro avg".len());
         let _ = writeln!(out, "model {}, {} texts", self.model, self.examples);
         let _ = writeln!(
             out,
             "{:<width$}  {:>9}  {:>6}  {:>6}  {:>7}  {:>4}  {:>4}  {:>4}",
             "label", "precision", "recall", "f1", "support", "tp", "fp", "fn"
         );
-        for s in self.per_label.iter().chain(std::iter::once(&self.micro)) {
+        for s in self.per_label.iter().chain([&self.micro, &self.macro_avg]) {
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>9.3}  {:>6.3}  {:>6.3}  {:>7}  {:>4}  {:>4}  {:>4}",
@@ -107,6 +116,14 @@ impl EvalReport {
                 s.false_negatives
             );
         }
+        let _ = writeln!(
+            out,
+            "texts with no label: {}; with several labels: {}",
+            self.unlabelled, self.multi_labelled
+        );
+        let thresholds: Vec<String> =
+            self.per_label.iter().zip(&self.thresholds).map(|(s, t)| format!("{} {t:.3}", s.name)).collect();
+        let _ = writeln!(out, "thresholds: {}", thresholds.join(", "));
         if !self.unknown.is_empty() {
             let list: Vec<String> = self.unknown.iter().map(|(n, c)| format!("{n} ({c})")).collect();
             let _ = writeln!(out, "unknown labels (ignored): {}", list.join(", "));
@@ -170,6 +187,7 @@ pub fn evaluate(
     let n = prototypes.labels.len();
     let (mut tp, mut fp, mut fn_) = (vec![0usize; n], vec![0usize; n], vec![0usize; n]);
     let mut unknown = BTreeMap::new();
+    let (mut unlabelled, mut multi_labelled) = (0usize, 0usize);
     for (example, vector) in examples.iter().zip(&vectors) {
         let mut gold = HashSet::new();
         for name in &example.labels {
@@ -181,6 +199,8 @@ pub fn evaluate(
             }
         }
         let predicted: HashSet<usize> = prototypes.matching(vector).into_iter().collect();
+        unlabelled += usize::from(predicted.is_empty());
+        multi_labelled += usize::from(predicted.len() > 1);
         for i in 0..n {
             match (predicted.contains(&i), gold.contains(&i)) {
                 (true, true) => tp[i] += 1,
@@ -198,5 +218,21 @@ pub fn evaluate(
     let per_label: Vec<LabelScore> = per_label.collect();
     let sum = |v: &[usize]| v.iter().sum::<usize>();
     let micro = LabelScore::from_counts("micro avg", sum(&tp), sum(&fp), sum(&fn_));
-    Ok(EvalReport { model: prototypes.model.clone(), examples: examples.len(), per_label, micro, unknown })
+    let mut macro_avg = LabelScore::from_counts("macro avg", sum(&tp), sum(&fp), sum(&fn_));
+    let mean =
+        |f: fn(&LabelScore) -> f64| per_label.iter().map(f).sum::<f64>() / per_label.len().max(1) as f64;
+    (macro_avg.precision, macro_avg.recall, macro_avg.f1) =
+        (mean(|s| s.precision), mean(|s| s.recall), mean(|s| s.f1));
+    let thresholds = prototypes.labels.iter().map(|l| l.threshold).collect();
+    Ok(EvalReport {
+        model: prototypes.model.clone(),
+        examples: examples.len(),
+        per_label,
+        micro,
+        macro_avg,
+        unlabelled,
+        multi_labelled,
+        thresholds,
+        unknown,
+    })
 }

@@ -5,8 +5,12 @@
 //! A label is a name, example texts and a threshold. Its prototype is a Rocchio update:
 //! the normalised mean of the embeddings of its examples and of the items the user confirmed,
 //! minus [`REJECT_WEIGHT`] times the normalised mean of the items the user rejected,
-//! renormalised ([`prototype`]). An item gets every label whose cosine similarity (a dot
-//! product: embeddings are unit length) reaches the label's threshold.
+//! renormalised ([`prototype`]). Similarity is cosine (a dot product: embeddings are unit
+//! length). A label's threshold is set by hand or calibrated from its examples, its
+//! feedback and the other labels, and an item with no label above threshold still gets the
+//! nearest label when that one is clearly best, unless the label is strict ([`calibrate`]).
+//! Confirmations and rejections move the prototype and, for a calibrated label, the
+//! threshold (they join its positives and negatives).
 //!
 //! Invariants:
 //! - user feedback wins over similarity: an item the user confirmed for a label always has it
@@ -16,6 +20,7 @@
 //!   under [`crate::embed::Embedder::name`], so switching models never mixes vector spaces;
 //! - a vector whose length differs from the prototype's scores nothing (never a panic).
 
+pub mod calibrate;
 pub mod eval;
 
 use std::collections::HashSet;
@@ -25,10 +30,18 @@ use std::sync::Mutex;
 use crate::catalog::{Catalog, CatalogError, CatalogErrorKind, EmbeddedItem, Label, LabelSpec};
 use crate::embed::{EmbedError, Embedder, embed_batched};
 
+pub use calibrate::{Rule, calibrate, decide};
 pub use eval::{EvalReport, LabelScore, evaluate_file};
 
-/// Threshold of a label created without one.
+/// Threshold of a calibrated label that has nothing to calibrate from (one example, no
+/// confirmations), and the value stored for calibrated labels.
 pub const THRESHOLD_DEFAULT: f32 = 0.35;
+/// Fewest labels for centring ([`Prototypes::centre`]): with two, the centred prototypes
+/// point in opposite directions, so every text is similar to exactly one of them and
+/// "neither" or "both" can no longer be told.
+pub const CENTRE_LABELS_MIN: usize = 3;
+/// Most positives (examples and confirmed items) a calibration scores leave-one-out.
+pub const CALIBRATION_POSITIVES_MAX: usize = 256;
 /// Weight of the rejected items' mean subtracted from the positive mean (Rocchio's gamma).
 pub const REJECT_WEIGHT: f32 = 0.5;
 /// Score recorded for an item the user confirmed for a label.
@@ -139,7 +152,10 @@ pub fn prototype(examples: &[Vec<f32>], confirmed: &[Vec<f32>], rejected: &[Vec<
 pub struct LabelPrototype {
     pub id: i64,
     pub name: String,
+    /// The threshold in use (hand-set, or calibrated when `rule.calibrated`).
     pub threshold: f32,
+    /// How the label is decided (see [`calibrate::decide`]).
+    pub rule: Rule,
     /// Unit vector, or empty when the label has no usable positive vector.
     pub vector: Vec<f32>,
     pub confirmed: HashSet<String>,
@@ -162,6 +178,14 @@ pub struct Prototypes {
     /// The embedder's name: item vectors are read under it.
     pub model: String,
     pub labels: Vec<LabelPrototype>,
+    /// The mean of every label's examples, subtracted from every vector before comparing
+    /// (then renormalised) when there are at least [`CENTRE_LABELS_MIN`] labels and all
+    /// are calibrated:
+    /// sentence embeddings share a large common direction ("a news headline"), and
+    /// removing it separates topics better (on the news evaluation set, the nearest
+    /// prototype is right for 94% of texts instead of 92%). Hand-set thresholds keep raw
+    /// cosines, so with any of them there is no centre.
+    pub centre: Option<Vec<f32>>,
 }
 
 impl Prototypes {
@@ -186,38 +210,67 @@ impl Prototypes {
         let texts: Vec<&str> =
             inputs.iter().flat_map(|i| i.label.examples.iter().map(String::as_str)).collect();
         let mut vectors = embed_batched(embedder, &texts)?.into_iter();
+        let examples: Vec<Vec<Vec<f32>>> =
+            inputs.iter().map(|i| vectors.by_ref().take(i.label.examples.len()).collect()).collect();
+        let centre = centre_of(&inputs, &examples);
+        let shift =
+            |vs: &[Vec<f32>]| -> Vec<Vec<f32>> { vs.iter().map(|v| shifted(centre.as_deref(), v)).collect() };
+        let examples: Vec<Vec<Vec<f32>>> = examples.iter().map(|e| shift(e)).collect();
+        let mut inputs = inputs;
+        for input in &mut inputs {
+            input.confirmed_vectors = shift(&input.confirmed_vectors);
+            input.rejected_vectors = shift(&input.rejected_vectors);
+        }
         let mut labels = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let examples: Vec<Vec<f32>> = vectors.by_ref().take(input.label.examples.len()).collect();
-            let vector = prototype(&examples, &input.confirmed_vectors, &input.rejected_vectors);
+        for (n, input) in inputs.iter().enumerate() {
+            let vector = prototype(&examples[n], &input.confirmed_vectors, &input.rejected_vectors);
+            let mut threshold = input.label.threshold;
+            if input.label.calibrated {
+                let others: Vec<&Vec<f32>> =
+                    examples.iter().enumerate().filter(|(m, _)| *m != n).flat_map(|(_, e)| e).collect();
+                threshold = calibrated_threshold(&examples[n], input, &vector, &others);
+            }
+            let rule = Rule { threshold, calibrated: input.label.calibrated, strict: input.label.strict };
             labels.push(LabelPrototype {
                 id: input.label.id,
-                name: input.label.name,
-                threshold: input.label.threshold,
+                name: input.label.name.clone(),
+                threshold,
+                rule,
                 vector,
-                confirmed: input.confirmed.into_iter().collect(),
-                rejected: input.rejected.into_iter().collect(),
+                confirmed: input.confirmed.iter().cloned().collect(),
+                rejected: input.rejected.iter().cloned().collect(),
             });
         }
-        Ok(Prototypes { model: embedder.name().to_owned(), labels })
+        Ok(Prototypes { model: embedder.name().to_owned(), labels, centre })
     }
 
-    /// The labels `item_id` gets from its embedding: every label whose cosine reaches its
-    /// threshold, plus the ones the user confirmed for it (score [`CONFIRMED_SCORE`]), minus
-    /// the ones the user rejected.
+    /// The rules of every label, in order.
+    fn rules(&self) -> Vec<Rule> {
+        self.labels.iter().map(|l| l.rule).collect()
+    }
+
+    /// The similarity of `embedding` to every label's prototype, in order (after the
+    /// centre is taken out, when there is one).
+    pub fn similarities(&self, embedding: &[f32]) -> Vec<f32> {
+        let e = shifted(self.centre.as_deref(), embedding);
+        self.labels.iter().map(|l| cosine(&l.vector, &e)).collect()
+    }
+
+    /// The labels `item_id` gets from its embedding (the rule of [`calibrate::decide`]),
+    /// plus the ones the user confirmed for it (score [`CONFIRMED_SCORE`]), minus the ones
+    /// the user rejected.
     pub fn assign(&self, item_id: &str, embedding: &[f32]) -> Vec<(i64, f32)> {
+        let sims = self.similarities(embedding);
+        let given = decide(&self.rules(), &sims);
         let mut out = Vec::new();
-        for label in &self.labels {
+        for (i, label) in self.labels.iter().enumerate() {
             if label.rejected.contains(item_id) {
                 continue;
             }
             if label.confirmed.contains(item_id) {
                 out.push((label.id, CONFIRMED_SCORE));
-                continue;
-            }
-            let score = cosine(&label.vector, embedding);
-            if score >= label.threshold {
-                out.push((label.id, score));
+            } else if given.contains(&i) {
+                out.push((label.id, sims[i]));
             }
         }
         out
@@ -225,9 +278,59 @@ impl Prototypes {
 
     /// The indices (into `labels`) of the labels a free text gets; no feedback applies.
     pub(crate) fn matching(&self, embedding: &[f32]) -> Vec<usize> {
-        let hit = |l: &LabelPrototype| cosine(&l.vector, embedding) >= l.threshold;
-        self.labels.iter().enumerate().filter(|(_, l)| hit(l)).map(|(i, _)| i).collect()
+        decide(&self.rules(), &self.similarities(embedding))
     }
+}
+
+/// The centre of the label space (see [`Prototypes::centre`]): the mean of all examples,
+/// when there are [`CENTRE_LABELS_MIN`] labels or more and every one is calibrated.
+fn centre_of(inputs: &[LabelInputs], examples: &[Vec<Vec<f32>>]) -> Option<Vec<f32>> {
+    if inputs.len() < CENTRE_LABELS_MIN || inputs.iter().any(|i| !i.label.calibrated) {
+        return None;
+    }
+    let dims = examples.iter().flatten().map(Vec::len).find(|n| *n > 0)?;
+    let mut sum = vec![0.0f32; dims];
+    let mut n = 0usize;
+    for v in examples.iter().flatten().filter(|v| v.len() == dims) {
+        sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+        n += 1;
+    }
+    (n > 0).then(|| sum.into_iter().map(|x| x / n as f32).collect())
+}
+
+/// `v` minus `centre`, renormalised (`v` itself without a centre, or when the lengths differ
+/// or nothing is left).
+fn shifted(centre: Option<&[f32]>, v: &[f32]) -> Vec<f32> {
+    match centre {
+        Some(c) if c.len() == v.len() => {
+            normalized(v.iter().zip(c).map(|(x, m)| x - m).collect()).unwrap_or_else(|| v.to_vec())
+        }
+        _ => v.to_vec(),
+    }
+}
+
+/// A calibrated label's threshold: its positives are the leave-one-out similarities of its
+/// examples and confirmed items, its negatives the other labels' examples and its rejected
+/// items against its prototype (see [`calibrate`]).
+fn calibrated_threshold(
+    examples: &[Vec<f32>],
+    input: &LabelInputs,
+    vector: &[f32],
+    others: &[&Vec<f32>],
+) -> f32 {
+    let positives: Vec<&Vec<f32>> =
+        examples.iter().chain(&input.confirmed_vectors).take(CALIBRATION_POSITIVES_MAX).collect();
+    let loo: Vec<f32> = (0..positives.len())
+        .filter_map(|i| {
+            let rest: Vec<Vec<f32>> =
+                positives.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| (*v).clone()).collect();
+            let proto = prototype(&rest, &[], &input.rejected_vectors);
+            (!proto.is_empty()).then(|| cosine(&proto, positives[i]))
+        })
+        .collect();
+    let negatives: Vec<f32> =
+        others.iter().copied().chain(&input.rejected_vectors).map(|v| cosine(vector, v)).collect();
+    calibrate::calibrate(&loo, &negatives).unwrap_or(THRESHOLD_DEFAULT)
 }
 
 fn read_inputs(catalog: &Catalog, model: &str) -> Result<Vec<LabelInputs>, LabelError> {
@@ -256,11 +359,25 @@ pub fn relabel_all(catalog: &Mutex<Catalog>, embedder: &dyn Embedder) -> Result<
     let prototypes = Prototypes::build_shared(catalog, embedder)?;
     let mut catalog = catalog.lock().unwrap_or_else(|e| e.into_inner());
     let embeddings = catalog.all_embeddings(&prototypes.model)?;
+    let mut per_label: Vec<Vec<(String, f32)>> = vec![Vec::new(); prototypes.labels.len()];
+    let mut seen: Vec<HashSet<&str>> = vec![HashSet::new(); prototypes.labels.len()];
+    for (item_id, vector) in &embeddings {
+        let assigned = prototypes.assign(item_id, vector);
+        for (n, label) in prototypes.labels.iter().enumerate() {
+            if let Some((_, score)) = assigned.iter().find(|(id, _)| *id == label.id) {
+                per_label[n].push((item_id.clone(), *score));
+                seen[n].insert(item_id);
+            }
+        }
+    }
     let mut total = 0;
-    for label in &prototypes.labels {
-        let assignments = label_assignments(label, &embeddings);
-        total += assignments.len();
-        catalog.replace_label_assignments(label.id, &assignments)?;
+    for (n, label) in prototypes.labels.iter().enumerate() {
+        // Confirmed items without an embedding keep their label.
+        let missing: Vec<String> =
+            label.confirmed.iter().filter(|id| !seen[n].contains(id.as_str())).cloned().collect();
+        per_label[n].extend(missing.into_iter().map(|id| (id, CONFIRMED_SCORE)));
+        total += per_label[n].len();
+        catalog.replace_label_assignments(label.id, &per_label[n])?;
     }
     tracing::info!(
         labels = prototypes.labels.len(),
@@ -269,27 +386,6 @@ pub fn relabel_all(catalog: &Mutex<Catalog>, embedder: &dyn Embedder) -> Result<
         "relabelled"
     );
     Ok(total)
-}
-
-/// Every item one label gets, feedback applied.
-fn label_assignments(label: &LabelPrototype, embeddings: &[(String, Vec<f32>)]) -> Vec<(String, f32)> {
-    let mut assignments: Vec<(String, f32)> = Vec::new();
-    let mut seen = HashSet::new();
-    for (item_id, vector) in embeddings {
-        if label.rejected.contains(item_id) {
-            continue;
-        }
-        let forced = label.confirmed.contains(item_id);
-        let score = if forced { CONFIRMED_SCORE } else { cosine(&label.vector, vector) };
-        if forced || score >= label.threshold {
-            seen.insert(item_id.as_str());
-            assignments.push((item_id.clone(), score));
-        }
-    }
-    for item_id in label.confirmed.iter().filter(|id| !seen.contains(id.as_str())) {
-        assignments.push((item_id.clone(), CONFIRMED_SCORE));
-    }
-    assignments
 }
 
 /// Labels freshly embedded items with `prototypes` (their embeddings already stored) and
@@ -339,21 +435,19 @@ struct LabelFileEntry {
     name: String,
     examples: Vec<String>,
     threshold: Option<f32>,
+    #[serde(default)]
+    strict: bool,
 }
 
-/// Reads label definitions (see `samples/labels/labels.json`); a missing threshold is
-/// [`THRESHOLD_DEFAULT`]. The specs are checked when created in the catalog.
+/// Reads label definitions (see `samples/labels/labels.json`); a label without a
+/// threshold is calibrated. The specs are checked when created in the catalog.
 pub fn load_label_specs(path: &Path) -> Result<Vec<LabelSpec>, LabelError> {
     let bytes = read_bounded(path, LABEL_FILE_BYTES_MAX)?;
     let entries: Vec<LabelFileEntry> = serde_json::from_slice(&bytes)
         .map_err(|e| LabelError::invalid("label file", format!("{}: {e}", path.display())))?;
     Ok(entries
         .into_iter()
-        .map(|l| LabelSpec {
-            name: l.name,
-            examples: l.examples,
-            threshold: l.threshold.unwrap_or(THRESHOLD_DEFAULT),
-        })
+        .map(|l| LabelSpec { name: l.name, examples: l.examples, threshold: l.threshold, strict: l.strict })
         .collect())
 }
 

@@ -71,7 +71,9 @@ fn label(cat: &Catalog, name: &str, examples: &[&str], threshold: f32) -> i64 {
     let spec = LabelSpec {
         name: name.into(),
         examples: examples.iter().map(|e| e.to_string()).collect(),
-        threshold,
+        threshold: Some(threshold),
+        // These tests pin the threshold rule alone; the fallback has tests of its own.
+        strict: true,
     };
     cat.create_label(&spec, 0).expect("create label")
 }
@@ -175,6 +177,77 @@ fn confirmations_widen_a_label() {
     assert!(labels_of(&cat, &ids[2]).is_empty());
 }
 
+fn calibrated(cat: &Catalog, name: &str, examples: &[&str], strict: bool) -> i64 {
+    let spec = LabelSpec {
+        name: name.into(),
+        examples: examples.iter().map(|e| e.to_string()).collect(),
+        threshold: None,
+        strict,
+    };
+    cat.create_label(&spec, 0).expect("create label")
+}
+
+#[test]
+fn calibrated_thresholds_come_from_the_examples_and_the_nearest_label_fills_in() {
+    let (mut cat, ids) = catalog_with(&["x x x y", "z", "x y y y", "x y"]);
+    calibrated(&cat, "x", &["x", "x x y", "x x z"], false);
+    calibrated(&cat, "y", &["y", "y y x", "y y z"], false);
+    let p = Prototypes::build(&cat, &XyzEmbedder).expect("build");
+    assert!(p.labels.iter().all(|l| l.rule.calibrated), "{:?}", p.labels);
+    // Leave-one-out cosines of the x examples sit near 0.9, the y examples near 0.5-0.6 to
+    // the x prototype: the threshold lands between, above the fixed default's spread.
+    for l in &p.labels {
+        assert!(l.threshold > 0.6 && l.threshold < 0.95, "{}: {}", l.name, l.threshold);
+    }
+    relabel(&mut cat);
+    let names = |id: &str| labels_of(&cat, id).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&ids[0]), ["x"]);
+    assert_eq!(names(&ids[2]), ["y"]);
+    // "z" is below both thresholds and equally far from both: too close to call, no label.
+    assert!(names(&ids[1]).is_empty());
+    // "x y" is exactly between and above both thresholds: both labels (co-label margin).
+    let mut both = names(&ids[3]);
+    both.sort();
+    assert_eq!(both, ["x", "y"]);
+    // Mostly z with a little x: below every threshold, but x is clearly nearest.
+    let nudged = xyz("x z z z");
+    let given = p.assign("free", &nudged);
+    assert_eq!(given.len(), 1, "{given:?}");
+    assert_eq!(given[0].0, p.labels[0].id);
+    assert!(given[0].1 < p.labels[0].threshold, "given by the fallback, not the threshold");
+}
+
+#[test]
+fn three_calibrated_labels_are_compared_around_their_centre() {
+    let (cat, _) = catalog_with(&[]);
+    calibrated(&cat, "x", &["x", "x x y"], false);
+    calibrated(&cat, "y", &["y", "y y z"], false);
+    let p = Prototypes::build(&cat, &XyzEmbedder).expect("build");
+    assert!(p.centre.is_none(), "two labels are never centred");
+    calibrated(&cat, "z", &["z", "z z x"], false);
+    let p = Prototypes::build(&cat, &XyzEmbedder).expect("build");
+    let centre = p.centre.clone().expect("three calibrated labels are centred");
+    assert!(centre.iter().all(|c| *c > 0.2), "the mean of the examples: {centre:?}");
+    // The similarities are those of the centred, renormalised vectors.
+    let sims = p.similarities(&xyz("x"));
+    let e = shifted(Some(&centre), &xyz("x"));
+    assert!((sims[0] - cosine(&p.labels[0].vector, &e)).abs() < 1e-6);
+    assert!(sims[0] > sims[1] && sims[0] > sims[2], "{sims:?}");
+    // A hand-set threshold keeps raw cosines for everyone.
+    label(&cat, "w", &["x y z"], 0.5);
+    assert!(Prototypes::build(&cat, &XyzEmbedder).expect("build").centre.is_none());
+}
+
+#[test]
+fn strict_labels_get_no_fallback() {
+    let (cat, _) = catalog_with(&[]);
+    calibrated(&cat, "x", &["x", "x x y", "x x z"], true);
+    calibrated(&cat, "y", &["y", "y y x", "y y z"], true);
+    let p = Prototypes::build(&cat, &XyzEmbedder).expect("build");
+    assert!(p.assign("free", &xyz("x z z z")).is_empty());
+    assert_eq!(p.assign("free", &xyz("x")).len(), 1);
+}
+
 #[test]
 fn new_items_are_labelled_and_stored_together() {
     let (mut cat, _) = catalog_with(&[]);
@@ -200,7 +273,7 @@ fn label_files_load_with_default_threshold_and_errors_classify() {
     )
     .expect("write");
     let specs = load_label_specs(&path).expect("load");
-    assert_eq!((specs[0].threshold, specs[1].threshold), (THRESHOLD_DEFAULT, 0.5));
+    assert_eq!((specs[0].threshold, specs[1].threshold), (None, Some(0.5)));
     std::fs::write(&path, r#"[{"name": "a", "exemples": ["x"]}]"#).expect("write");
     assert_eq!(load_label_specs(&path).expect_err("typo").kind(), LabelErrorKind::InvalidInput);
     let missing = load_label_specs(&dir.path().join("nope.json")).expect_err("missing");

@@ -102,6 +102,7 @@ pub async fn feed(
         label: p.label,
         source: p.source,
         exclude,
+        preview: false,
     };
     ok(run(&state, move |app| app.feed(&req)).await?)
 }
@@ -302,4 +303,59 @@ pub async fn export(
         (header::CONTENT_DISPOSITION, disposition),
     ];
     Ok((headers, body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    user: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Entries on a history or saved-list page unless the request says otherwise.
+const PAGE_LIMIT_DEFAULT: usize = 50;
+
+pub async fn history(
+    State(state): State<Arc<ServerState>>,
+    q: Result<Query<PageParams>, QueryRejection>,
+) -> Answer {
+    let p = query(q)?;
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(PAGE_LIMIT_DEFAULT));
+    ok(run(&state, move |app| app.history(p.user.as_deref(), offset, limit)).await?)
+}
+
+pub async fn saved(
+    State(state): State<Arc<ServerState>>,
+    q: Result<Query<PageParams>, QueryRejection>,
+) -> Answer {
+    let p = query(q)?;
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(PAGE_LIMIT_DEFAULT));
+    let items = run(&state, move |app| app.saved(p.user.as_deref(), offset, limit)).await?;
+    ok(json!({ "items": items }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveBody {
+    user: Option<String>,
+    item: String,
+}
+
+pub async fn save(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Json<SaveBody>, JsonRejection>,
+) -> Answer {
+    let b = json_body(body)?;
+    created(run(&state, move |app| app.save(b.user.as_deref(), &b.item)).await?)
+}
+
+pub async fn unsave(
+    State(state): State<Arc<ServerState>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<UserParams>, QueryRejection>,
+) -> Answer {
+    let (id, p) = (path(id)?, query(q)?);
+    run(&state, move |app| app.unsave(p.user.as_deref(), &id)).await?;
+    ok(json!({ "deleted": true }))
 }

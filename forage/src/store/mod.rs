@@ -82,6 +82,20 @@ pub struct UserSummary {
     pub history: Vec<HistoryItem>,
 }
 
+/// One signal of a real user (the bandit's counter users are left out), as Tidal stored it:
+/// what Forage rebuilds its per-user state from ([`TidalAccess::scan_user_events`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserEvent<'a> {
+    pub user: &'a str,
+    pub item: &'a str,
+    pub kind: SignalKind,
+    pub context: Option<&'a str>,
+    /// The impression's `position` attribute, when it has one.
+    pub position: Option<u32>,
+    /// When Tidal stamped the signal (its HLC's physical part), ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// What an export wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ExportSummary {
@@ -108,6 +122,13 @@ pub trait TidalAccess: Send + Sync {
     ) -> Result<ExportSummary, StoreError>;
     /// Every logged impression joined with its reward, for offline evaluation.
     fn read_logs(&self) -> Result<Logs, StoreError>;
+    /// Calls `on_event` with every signal Tidal holds of `user` (of every real user when
+    /// `None`), each user's in write order: the complete history, not the recent ring.
+    fn scan_user_events(
+        &self,
+        user: Option<&str>,
+        on_event: &mut dyn FnMut(UserEvent<'_>),
+    ) -> Result<(), StoreError>;
     /// Where the store is, for logs and `/v1/stats` (`embedded:DIR` or the base URL).
     fn describe(&self) -> String;
 }
@@ -151,6 +172,42 @@ impl TidalAccess for Db {
 
     fn read_logs(&self) -> Result<Logs, StoreError> {
         Ok(ips::read_logs(self)?)
+    }
+
+    fn scan_user_events(
+        &self,
+        user: Option<&str>,
+        on_event: &mut dyn FnMut(UserEvent<'_>),
+    ) -> Result<(), StoreError> {
+        let seqs = self.applied_seqs();
+        let shards: Vec<u32> = match user {
+            Some(u) => vec![self.router().shard_for(u)],
+            None => (0..seqs.len() as u32).collect(),
+        };
+        for shard in shards {
+            let until = seqs.get(shard as usize).map_or(0, |s| s + 1);
+            tidal::history::scan_history(self.vfs(), self.dir(), shard, until, |_, hlc, s| {
+                if s.user.starts_with(crate::bandit::COUNTER_USER_PREFIX) || user.is_some_and(|u| u != s.user)
+                {
+                    return Ok(());
+                }
+                let position = s
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| *k == crate::bandit::ATTR_POSITION)
+                    .and_then(|(_, v)| v.parse().ok());
+                on_event(UserEvent {
+                    user: s.user,
+                    item: s.item,
+                    kind: s.kind,
+                    context: s.context,
+                    position,
+                    at_ms: hlc.physical_ms(),
+                });
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

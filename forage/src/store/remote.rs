@@ -186,6 +186,19 @@ impl TidalAccess for RemoteTidal {
         )))
     }
 
+    /// A remote Tidal serves no raw history (its HTTP API has recent rings and exports):
+    /// the app then rebuilds what it can from [`TidalAccess::user`] (see `app::users`).
+    fn scan_user_events(
+        &self,
+        _user: Option<&str>,
+        _on_event: &mut dyn FnMut(crate::store::UserEvent<'_>),
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(format!(
+            "{}: a remote Tidal serves no raw signal history over HTTP",
+            self.describe()
+        )))
+    }
+
     fn describe(&self) -> String {
         self.client.base().to_owned()
     }

@@ -28,8 +28,10 @@ pub fn demo(common: &Common, serve_opts: &ServeOpts, no_serve: bool) -> Result<(
         stats.items,
         common.data_dir.display()
     );
-    let page = app.feed(&FeedRequest { limit: Some(5), ..FeedRequest::default() })?;
-    println!("A first feed page (context {}):", page.context);
+    // A preview: ranked like a feed page but not logged, so these lines on the terminal do
+    // not count as impressions (the items stay unseen for the UI's feed).
+    let page = app.feed(&FeedRequest { limit: Some(5), preview: true, ..FeedRequest::default() })?;
+    println!("What the feed would open with (a preview; not counted as shown):");
     for item in &page.items {
         println!(
             "  {:>2}. [{}] {}",
@@ -145,27 +147,31 @@ pub fn labels(common: &Common, action: LabelsAction) -> Result<()> {
     let app = open_app(common, embedder(common, false)?, false)?;
     match action {
         LabelsAction::List => {
-            println!("{:>4}  {:<24}  {:>9}  {:>6}  examples", "id", "name", "threshold", "items");
+            println!("{:>4}  {:<24}  {:>11}  {:>6}  examples", "id", "name", "threshold", "items");
             for l in app.labels()? {
                 let l2 = &l.label;
+                let threshold =
+                    if l2.calibrated { "calibrated".to_owned() } else { format!("{:.2}", l2.threshold) };
+                let strict = if l2.strict { " (strict)" } else { "" };
                 println!(
-                    "{:>4}  {:<24}  {:>9.2}  {:>6}  {}",
+                    "{:>4}  {:<24}  {:>11}  {:>6}  {}{strict}",
                     l2.id,
                     l2.name,
-                    l2.threshold,
+                    threshold,
                     l.items,
                     l2.examples.len()
                 );
             }
         }
-        LabelsAction::Add { name, examples, threshold } => {
+        LabelsAction::Add { name, examples, threshold, strict } => {
             embed_with_progress(&app)?;
-            let l = app.create_label(NewLabel { name, examples, threshold })?;
+            let l = app.create_label(NewLabel { name, examples, threshold, strict })?;
             println!("label {} `{}` created: {} items", l.label.id, l.label.name, l.items);
         }
-        LabelsAction::Edit { id, name, examples, threshold } => {
+        LabelsAction::Edit { id, name, examples, threshold, calibrate, strict } => {
             let examples = (!examples.is_empty()).then_some(examples);
-            let l = app.edit_label(id, LabelEdit { name, examples, threshold })?;
+            let calibrated = calibrate.then_some(true);
+            let l = app.edit_label(id, LabelEdit { name, examples, threshold, calibrated, strict })?;
             println!("label {} `{}` updated: {} items", l.label.id, l.label.name, l.items);
         }
         LabelsAction::Rm { id } => {

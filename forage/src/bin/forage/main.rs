@@ -49,6 +49,15 @@ pub struct Common {
     /// The user the command acts for.
     #[arg(long, global = true, env = "FORAGE_USER", default_value = forage::app::USER_DEFAULT)]
     pub user: String,
+    /// The diversity rule: at most this many items of one source in a row on a feed page
+    /// (so at most ⌊n·(p+1)/(n+1)⌋ of a page of p from one source: 7 of 10 with 2); 0 turns
+    /// the rule off.
+    #[arg(long, global = true, env = "FORAGE_DIVERSITY_RUN", default_value_t = forage::rank::SAME_SOURCE_RUN_MAX)]
+    pub diversity_run: usize,
+    /// Log to the terminal (stderr) instead of the data folder's `forage.log` (the demo
+    /// keeps its terminal for people: progress, the summary and the URL).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 }
 
 /// Options of the commands that serve HTTP.
@@ -165,8 +174,12 @@ pub enum LabelsAction {
         /// An example text (repeat the flag).
         #[arg(long = "example", short = 'e', required = true)]
         examples: Vec<String>,
+        /// Set the threshold by hand (default: calibrated from the examples).
         #[arg(long)]
         threshold: Option<f32>,
+        /// Only the threshold decides (no nearest-label fallback).
+        #[arg(long)]
+        strict: bool,
     },
     /// Edit a label.
     Edit {
@@ -175,8 +188,15 @@ pub enum LabelsAction {
         name: Option<String>,
         #[arg(long = "example", short = 'e')]
         examples: Vec<String>,
-        #[arg(long)]
+        /// Set the threshold by hand.
+        #[arg(long, conflicts_with = "calibrate")]
         threshold: Option<f32>,
+        /// Calibrate the threshold from the examples again.
+        #[arg(long)]
+        calibrate: bool,
+        /// Only the threshold decides (`--strict true`) or not (`--strict false`).
+        #[arg(long)]
+        strict: Option<bool>,
     },
     /// Delete a label.
     Rm { id: i64 },
@@ -185,8 +205,11 @@ pub enum LabelsAction {
 }
 
 fn main() -> ExitCode {
-    setup::init_logging();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Demo { common, .. } if !common.verbose => setup::init_logging_to_file(&common.data_dir),
+        _ => setup::init_logging(),
+    }
     let result = match cli.command {
         Command::Demo { common, serve, no_serve } => commands::demo(&common, &serve, no_serve),
         Command::Serve { common, serve } => commands::serve(&common, &serve),

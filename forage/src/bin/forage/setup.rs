@@ -14,6 +14,31 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{Common, EmbedderChoice};
 
+/// Logs into `forage.log` in the data folder (created if needed); falls back to stderr when
+/// the file cannot be opened, saying so.
+pub fn init_logging_to_file(data_dir: &std::path::Path) {
+    let path = data_dir.join("forage.log");
+    let file = std::fs::create_dir_all(data_dir)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&path));
+    match file {
+        Ok(file) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "forage=info,warn".into()),
+                )
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            eprintln!("logs: {} (-v to log here instead)", path.display());
+        }
+        Err(e) => {
+            init_logging();
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the log file; logging to stderr");
+        }
+    }
+}
+
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,6 +119,9 @@ pub fn open_app(common: &Common, embedder: Arc<dyn Embedder>, background: bool) 
     let mut config = Config::new(&common.data_dir);
     config.user = common.user.clone();
     config.background = background;
+    config.diversity = forage::rank::Diversity {
+        same_source_run_max: (common.diversity_run > 0).then_some(common.diversity_run),
+    };
     Ok(Forage::open(config, store, embedder)?)
 }
 
