@@ -8,7 +8,7 @@
 //! renormalised ([`prototype`]). Similarity is cosine (a dot product: embeddings are unit
 //! length). A label's threshold is set by hand or calibrated from its examples, its
 //! feedback and the other labels, and an item with no label above threshold still gets the
-//! nearest label when that one is clearly best, unless the label is strict ([`calibrate`]).
+//! nearest label when that one is clearly best, unless the label is strict ([`mod@calibrate`]).
 //! Confirmations and rejections move the prototype and, for a calibrated label, the
 //! threshold (they join its positives and negatives).
 //!
