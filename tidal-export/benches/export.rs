@@ -18,6 +18,7 @@
 //! `export_dir` to DPO Parquet and prints the rows, rows/s, signals/s (signals of the
 //! history, each read twice) and VmHWM, the child's peak resident memory.
 
+#[path = "../../tidal/benches/common/mod.rs"]
 mod common;
 
 use common::proc_status_kb;

@@ -22,7 +22,7 @@ use crate::hlc::Hlc;
 use crate::signal::SignalRef;
 use crate::wal::segment::{SegmentName, decode_batch, encode_batch_v2_into};
 use crate::wal::vfs::{Vfs, VfsFile};
-use crate::wal::{Refusal, WalError};
+use crate::wal::{BatchHeader, Refusal, WalError};
 
 /// What one [`WalWriter::append`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,19 +126,7 @@ impl WalWriter {
                     return Err(e);
                 }
             };
-        if let Err(e) = self.write_buf() {
-            self.poisoned = true;
-            self.buf.clear();
-            return Err(e);
-        }
-        self.next_seq = header.next_seq();
-        Ok(BatchInfo {
-            first_seq: header.first_seq,
-            record_count: header.record_count,
-            hlc_min: header.hlc_min,
-            hlc_max: header.hlc_max,
-            bytes: self.buf.len() as u64,
-        })
+        self.commit_buf(&header)
     }
 
     /// Appends one batch exactly as encoded elsewhere (a leader's batch shipped to a
@@ -164,6 +152,12 @@ impl WalWriter {
         }
         self.buf.clear();
         self.buf.extend_from_slice(bytes);
+        self.commit_buf(&header)
+    }
+
+    /// Writes the batch in `buf` (whose header is `header`) and advances the next seq; an
+    /// I/O error poisons the writer.
+    fn commit_buf(&mut self, header: &BatchHeader) -> Result<BatchInfo, WalError> {
         if let Err(e) = self.write_buf() {
             self.poisoned = true;
             self.buf.clear();
@@ -175,7 +169,7 @@ impl WalWriter {
             record_count: header.record_count,
             hlc_min: header.hlc_min,
             hlc_max: header.hlc_max,
-            bytes: len as u64,
+            bytes: self.buf.len() as u64,
         })
     }
 
