@@ -7,30 +7,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A `tidal serve` child process; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(flags: &[&str]) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (child, base) = common::start_serve(dir.path(), flags, &[]);
-    Server { child, base, _dir: Some(dir) }
-}
+use common::{Server, start};
 
 /// A response, its body parsed as JSON when it is JSON.
 struct Reply {
@@ -465,7 +446,7 @@ fn config_file_and_environment_configure_the_server() {
     let data = dir.path().join("data");
     let env = [("TIDAL_CONFIG", file.to_str().expect("utf-8 path")), ("TIDAL_TOKEN", "from-env")];
     let (child, base) = common::start_serve(&data, &[], &env);
-    let _server = Server { child, base: base.clone(), _dir: None };
+    let _server = Server { child, base: base.clone(), dir: None };
     assert!(
         base.starts_with("http://127.0.0.1:") && !base.ends_with(":1"),
         "--listen beats the file: {base}"

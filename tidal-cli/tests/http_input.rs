@@ -8,30 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A `tidal serve` child process; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(flags: &[&str]) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (child, base) = common::start_serve(dir.path(), flags, &[]);
-    Server { child, base, _dir: dir }
-}
+use common::start;
 
 /// Status, content type and body of one exchange (4xx/5xx included).
 fn call(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> (u16, String, String) {

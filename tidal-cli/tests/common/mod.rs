@@ -44,3 +44,26 @@ pub fn start_serve(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> (Child, 
 pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
+
+/// A `tidal serve` child process (and the data directory it owns, if any); killed when dropped.
+#[allow(dead_code)] // not every test binary starts its servers this way
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tidal serve` with `flags` on a fresh data directory.
+#[allow(dead_code)]
+pub fn start(flags: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, base) = start_serve(dir.path(), flags, &[]);
+    Server { child, base, dir: Some(dir) }
+}

@@ -131,43 +131,31 @@ pub fn list(vfs: &dyn Vfs, dir: &Path, shard: u32) -> Result<Vec<(u64, PathBuf)>
 
 /// Serialises the state (whose pinned parameters are `params`) into a snapshot file's bytes.
 pub fn encode(state: &ShardState, params: &ShardParams) -> Result<Vec<u8>, String> {
-    encode_version(state, Some(params))
-}
-
-/// Version 3 with `params`, version 2 without (kept to test that old snapshots stay readable).
-fn encode_version(state: &ShardState, params: Option<&ShardParams>) -> Result<Vec<u8>, String> {
     let body = BodyRef {
-        params: params.copied().unwrap_or(ShardParams {
-            shards: 0,
-            limits: state.limits,
-            decay: state.scoring.decay,
-        }),
+        params: *params,
         applied_seq: state.applied_seq,
         last_hlc: state.last_hlc,
         items: state.items.iter().map(|(k, v)| (&**k, v)).collect(),
         users: state.users.iter().map(|(k, v)| (&**k, v)).collect(),
         idempotency: state.idempotency.entries().collect(),
     };
+    let body = postcard::to_extend(&body, Vec::new()).map_err(|e| format!("encode: {e}"))?;
+    Ok(frame(VERSION, state, &body))
+}
+
+/// The header of a snapshot of `state` with `body`, followed by the body.
+fn frame(version: u16, state: &ShardState, body: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_BYTES];
-    let encoded = match params {
-        Some(_) => postcard::to_extend(&body, Vec::new()),
-        None => postcard::to_extend(
-            &(body.applied_seq, body.last_hlc, &body.items, &body.users, &body.idempotency),
-            Vec::new(),
-        ),
-    };
-    let body = encoded.map_err(|e| format!("encode: {e}"))?;
-    let version = if params.is_some() { VERSION } else { VERSION_V2 };
     out[0..8].copy_from_slice(MAGIC);
     out[8..10].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&state.shard.to_le_bytes());
     out[16..24].copy_from_slice(&state.applied_seq.to_le_bytes());
     out[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    out[32..36].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out[32..36].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
     let header_crc = crc32c::crc32c(&out[0..36]);
     out[36..40].copy_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(body);
+    out
 }
 
 /// Checks and decodes snapshot bytes into a shard state with the store's `params`.
@@ -286,6 +274,15 @@ mod tests {
     use crate::shard::state::StateLimits;
     use crate::signal::{Signal, SignalKind};
 
+    /// A version 2 snapshot (no parameters in the body), as older builds wrote.
+    fn encode_v2(state: &ShardState) -> Vec<u8> {
+        let items: Vec<_> = state.items.iter().map(|(k, v)| (&**k, v)).collect();
+        let users: Vec<_> = state.users.iter().map(|(k, v)| (&**k, v)).collect();
+        let idempotency: Vec<_> = state.idempotency.entries().collect();
+        let body = (state.applied_seq, state.last_hlc, items, users, idempotency);
+        frame(VERSION_V2, state, &postcard::to_allocvec(&body).unwrap())
+    }
+
     fn params() -> ShardParams {
         ShardParams { shards: 4, limits: limits(), decay: Decay { t_ref_ms: 7, half_life_ms: 1000 } }
     }
@@ -334,7 +331,7 @@ mod tests {
     #[test]
     fn version_2_stays_readable_and_other_parameters_are_refused() {
         let st = sample();
-        let v2 = encode_version(&st, None).unwrap();
+        let v2 = encode_v2(&st);
         assert_eq!(u16::from_le_bytes([v2[8], v2[9]]), 2);
         assert_eq!(decode(&v2, 2, &params()).unwrap().digest(), st.digest());
         let bytes = encode(&st, &params()).unwrap();
