@@ -1,7 +1,8 @@
 //! Batch headers: the fixed-size, checksummed prefix of every batch in a segment.
 //!
-//! This module owns the byte layout of [`BatchHeader`] v2 (written today) and v1 (legacy,
-//! read-only), and [`BatchError`], the reasons a batch fails its checks. The layout is
+//! This module owns the byte layout of [`BatchHeader`] v3 (written by a replica in a cluster:
+//! v2 plus the leader epoch), v2 (written by a standalone store) and v1 (legacy, read-only),
+//! and [`BatchError`], the reasons a batch fails its checks. The layout is
 //! documented with a byte map in `docs/wal-format.md`; `tests_header.rs` pins every
 //! offset so code and document cannot drift apart.
 //!
@@ -10,6 +11,8 @@
 //!  0 magic u32 | 4 version u16 (=2) | 6 flags u16 | 8 shard_id u32 | 12 record_count u32
 //! 16 first_seq u64 | 24 hlc_min u64 | 32 hlc_max u64 | 40 payload_len u32
 //! 44 payload_crc32c u32 | 48 origin_node u32 | 52 reserved [u8; 8] (zero) | 60 header_crc32c u32 (of 0..60)
+//!
+//! v3, 64 bytes: as v2 with version 3, and bytes 52..60 hold leader_epoch u64 (at least 1)
 //!
 //! v1, 32 bytes, little-endian
 //!  0 magic u32 | 4 version u16 (=1) | 6 flags u16 | 8 record_count u32 | 12 first_seq u64
@@ -30,11 +33,13 @@ use crate::wal::record::{RECORD_BYTES_MIN, RecordError};
 
 /// `b"TDLB"` read as a little-endian u32: the first four bytes of every batch.
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TDLB");
-/// Header version this code writes.
+/// Header version a replica in a cluster writes: v2 plus the leader epoch (KIP-101).
+pub const HEADER_VERSION_V3: u16 = 3;
+/// Header version a standalone store writes (no epoch), so a downgrade stays possible.
 pub const HEADER_VERSION_V2: u16 = 2;
 /// Legacy header version, still read.
 pub const HEADER_VERSION_V1: u16 = 1;
-/// Size of a v2 header in bytes.
+/// Size of a v2 (and v3) header in bytes.
 pub const HEADER_V2_BYTES: usize = 64;
 /// Size of a v1 header in bytes.
 pub const HEADER_V1_BYTES: usize = 32;
@@ -59,6 +64,8 @@ pub(crate) const V2_PAYLOAD_LEN: usize = 40;
 pub(crate) const V2_PAYLOAD_CRC: usize = 44;
 pub(crate) const V2_ORIGIN_NODE: usize = 48;
 pub(crate) const V2_RESERVED: usize = 52;
+/// v3 only: where v2 keeps its reserved bytes.
+pub(crate) const V3_EPOCH: usize = 52;
 pub(crate) const V2_HEADER_CRC: usize = 60;
 
 // v1 field offsets.
@@ -72,7 +79,7 @@ pub(crate) const V1_HEADER_CRC: usize = 28;
 /// A decoded batch header, either version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchHeader {
-    /// 1 (legacy) or 2.
+    /// 1 (legacy), 2 (standalone) or 3 (replica in a cluster).
     pub version: u16,
     pub flags: u16,
     /// The shard that wrote the batch. `None` for v1, whose shard is the segment's.
@@ -90,6 +97,9 @@ pub struct BatchHeader {
     pub hlc_max: Hlc,
     pub payload_len: u32,
     pub payload_crc32c: u32,
+    /// Epoch of the shard leader that wrote the batch: at least 1 in v3, 0 in v1 and v2
+    /// (written before the shard had epochs).
+    pub epoch: u64,
 }
 
 impl BatchHeader {
@@ -109,11 +119,31 @@ impl BatchHeader {
     }
 
     /// Encodes this header in the v2 layout, header CRC included. `shard_id` must be set
-    /// (a writer always knows its shard); `None` is written as shard 0.
+    /// (a writer always knows its shard); `None` is written as shard 0. The epoch is not
+    /// written (v2 has none).
     pub fn encode_v2(&self) -> [u8; HEADER_V2_BYTES] {
+        self.encode_64(HEADER_VERSION_V2, 0)
+    }
+
+    /// Encodes this header in the v3 layout: v2's fields plus [`Self::epoch`], which must be
+    /// at least 1 (a v3 header with epoch 0 does not decode).
+    pub fn encode_v3(&self) -> [u8; HEADER_V2_BYTES] {
+        self.encode_64(HEADER_VERSION_V3, self.epoch)
+    }
+
+    /// Encodes in the layout [`Self::version`] names (v1, v2 or v3).
+    pub fn encode(&self) -> Vec<u8> {
+        match self.version {
+            HEADER_VERSION_V1 => self.encode_v1().to_vec(),
+            HEADER_VERSION_V3 => self.encode_v3().to_vec(),
+            _ => self.encode_v2().to_vec(),
+        }
+    }
+
+    fn encode_64(&self, version: u16, epoch: u64) -> [u8; HEADER_V2_BYTES] {
         let mut b = [0u8; HEADER_V2_BYTES];
         put_u32(&mut b, V2_MAGIC, BATCH_MAGIC);
-        put_u16(&mut b, V2_VERSION, HEADER_VERSION_V2);
+        put_u16(&mut b, V2_VERSION, version);
         put_u16(&mut b, V2_FLAGS, self.flags);
         put_u32(&mut b, V2_SHARD, self.shard_id.unwrap_or(0));
         put_u32(&mut b, V2_RECORD_COUNT, self.record_count);
@@ -123,7 +153,8 @@ impl BatchHeader {
         put_u32(&mut b, V2_PAYLOAD_LEN, self.payload_len);
         put_u32(&mut b, V2_PAYLOAD_CRC, self.payload_crc32c);
         put_u32(&mut b, V2_ORIGIN_NODE, self.origin_node);
-        // Reserved bytes 52..60 stay zero.
+        // v2: reserved bytes 52..60 stay zero; v3: the epoch.
+        put_u64(&mut b, V3_EPOCH, epoch);
         let crc = crc32c::crc32c(&b[..V2_HEADER_CRC]);
         put_u32(&mut b, V2_HEADER_CRC, crc);
         b
@@ -157,7 +188,7 @@ impl BatchHeader {
         }
         let version = get_u16(bytes, V2_VERSION);
         let (need, crc_at) = match version {
-            HEADER_VERSION_V2 => (HEADER_V2_BYTES, V2_HEADER_CRC),
+            HEADER_VERSION_V2 | HEADER_VERSION_V3 => (HEADER_V2_BYTES, V2_HEADER_CRC),
             HEADER_VERSION_V1 => (HEADER_V1_BYTES, V1_HEADER_CRC),
             other => return Err(BatchError::UnknownVersion(other)),
         };
@@ -169,7 +200,10 @@ impl BatchHeader {
         if stored != actual {
             return Err(BatchError::HeaderCrc { stored, actual });
         }
-        let header = if version == HEADER_VERSION_V2 { parse_v2(bytes)? } else { parse_v1(bytes) };
+        let header = match version {
+            HEADER_VERSION_V1 => parse_v1(bytes),
+            _ => parse_64(bytes, version)?,
+        };
         header.check()?;
         Ok((header, need))
     }
@@ -199,16 +233,24 @@ impl BatchHeader {
         if self.hlc_min > self.hlc_max {
             return invalid("hlc_min > hlc_max");
         }
+        if self.version == HEADER_VERSION_V3 && self.epoch == 0 {
+            return invalid("v3 leader_epoch is 0 (epochs start at 1)");
+        }
         Ok(())
     }
 }
 
-fn parse_v2(b: &[u8]) -> Result<BatchHeader, BatchError> {
-    if b[V2_RESERVED..V2_HEADER_CRC].iter().any(|&x| x != 0) {
+/// Parses a v2 or v3 header (same 64-byte layout; v3 keeps its epoch where v2 is reserved).
+fn parse_64(b: &[u8], version: u16) -> Result<BatchHeader, BatchError> {
+    let epoch = if version == HEADER_VERSION_V3 {
+        get_u64(b, V3_EPOCH)
+    } else if b[V2_RESERVED..V2_HEADER_CRC].iter().any(|&x| x != 0) {
         return Err(BatchError::InvalidHeader("reserved bytes are not zero"));
-    }
+    } else {
+        0
+    };
     Ok(BatchHeader {
-        version: HEADER_VERSION_V2,
+        version,
         flags: get_u16(b, V2_FLAGS),
         shard_id: Some(get_u32(b, V2_SHARD)),
         origin_node: get_u32(b, V2_ORIGIN_NODE),
@@ -218,6 +260,7 @@ fn parse_v2(b: &[u8]) -> Result<BatchHeader, BatchError> {
         hlc_max: Hlc(get_u64(b, V2_HLC_MAX)),
         payload_len: get_u32(b, V2_PAYLOAD_LEN),
         payload_crc32c: get_u32(b, V2_PAYLOAD_CRC),
+        epoch,
     })
 }
 
@@ -233,6 +276,7 @@ fn parse_v1(b: &[u8]) -> BatchHeader {
         hlc_max: Hlc::ZERO,
         payload_len: get_u32(b, V1_PAYLOAD_LEN),
         payload_crc32c: get_u32(b, V1_PAYLOAD_CRC),
+        epoch: 0,
     }
 }
 

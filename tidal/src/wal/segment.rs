@@ -2,7 +2,7 @@
 //!
 //! This module owns segment names (`s{shard:04}-{first_seq:020}.wal`) and the batch framing
 //! a segment is made of: a segment is a plain sequence of `header | payload` batches with no
-//! file header. [`encode_batch_v2_into`] is what the writer uses; [`encode_batch_v1`] writes
+//! file header. [`encode_batch_into`] is what the writer uses; [`encode_batch_v1`] writes
 //! legacy batches for compatibility fixtures only; [`decode_batch`] checks one batch and is
 //! the entry point for recovery, replication and the fuzz targets.
 //!
@@ -17,7 +17,7 @@ use crate::signal::SignalRef;
 use crate::wal::WalError;
 use crate::wal::header::{
     BATCH_PAYLOAD_BYTES_MAX, BatchError, BatchHeader, HEADER_V1_BYTES, HEADER_V2_BYTES, HEADER_VERSION_V1,
-    HEADER_VERSION_V2,
+    HEADER_VERSION_V2, HEADER_VERSION_V3,
 };
 use crate::wal::record::{encode_record, peek_hlc, record_bodies};
 
@@ -127,11 +127,25 @@ pub fn encode_batch_v2_into(
     first_seq: u64,
     records: &[(Hlc, SignalRef<'_>)],
 ) -> Result<BatchHeader, WalError> {
+    encode_batch_into(buf, shard, origin_node, 0, first_seq, records)
+}
+
+/// Encodes one batch as [`encode_batch_v2_into`] does, in v3 (with `epoch` in the header)
+/// when `epoch >= 1`, in v2 when `epoch == 0` (a store that has no leader epoch).
+pub fn encode_batch_into(
+    buf: &mut Vec<u8>,
+    shard: u32,
+    origin_node: u32,
+    epoch: u64,
+    first_seq: u64,
+    records: &[(Hlc, SignalRef<'_>)],
+) -> Result<BatchHeader, WalError> {
     let mut header = encode_payload(buf, HEADER_V2_BYTES, first_seq, records)?;
-    header.version = HEADER_VERSION_V2;
+    header.version = if epoch == 0 { HEADER_VERSION_V2 } else { HEADER_VERSION_V3 };
     header.shard_id = Some(shard);
     header.origin_node = origin_node;
-    buf[..HEADER_V2_BYTES].copy_from_slice(&header.encode_v2());
+    header.epoch = epoch;
+    buf[..HEADER_V2_BYTES].copy_from_slice(&header.encode());
     Ok(header)
 }
 
@@ -186,5 +200,6 @@ fn encode_payload(
         // Checked against BATCH_PAYLOAD_BYTES_MAX (< u32::MAX) above.
         payload_len: payload.len() as u32,
         payload_crc32c: crc32c::crc32c(payload),
+        epoch: 0,
     })
 }

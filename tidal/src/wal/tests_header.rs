@@ -16,7 +16,12 @@ fn sample_v2() -> BatchHeader {
         hlc_max: Hlc(0x3132_3334_3536_3738),
         payload_len: 0x0000_4142,
         payload_crc32c: 0x5152_5354,
+        epoch: 0,
     }
+}
+
+fn sample_v3() -> BatchHeader {
+    BatchHeader { version: HEADER_VERSION_V3, epoch: 0x6162_6364_6566_6768, ..sample_v2() }
 }
 
 #[test]
@@ -27,6 +32,18 @@ fn v2_round_trip() {
     assert_eq!(header.encoded_len(), HEADER_V2_BYTES);
     assert_eq!(header.batch_len(), HEADER_V2_BYTES + 0x4142);
     assert_eq!(header.next_seq(), 0x1112_1314_1516_1718 + 3);
+}
+
+#[test]
+fn v3_round_trip_carries_the_epoch() {
+    let header = sample_v3();
+    let bytes = header.encode_v3();
+    assert_eq!(BatchHeader::decode(&bytes), Ok((header, HEADER_V2_BYTES)));
+    assert_eq!(header.encoded_len(), HEADER_V2_BYTES);
+    assert_eq!(header.encode(), bytes.to_vec());
+    // The same header written as v2 loses its epoch, and v2 stays readable.
+    let (v2, _) = BatchHeader::decode(&header.encode_v2()).unwrap();
+    assert_eq!((v2.version, v2.epoch), (HEADER_VERSION_V2, 0));
 }
 
 #[test]
@@ -71,6 +88,19 @@ fn v2_byte_map_pins_every_offset() {
     assert_eq!(le(&b, 48, 4), u64::from(h.origin_node));
     assert_eq!(&b[52..60], &[0u8; 8]);
     assert_eq!(le(&b, 60, 4), u64::from(crc32c::crc32c(&b[..60])));
+}
+
+/// v3 is v2 with version 3 and the leader epoch where v2 keeps reserved bytes.
+#[test]
+fn v3_byte_map_pins_every_offset() {
+    let h = sample_v3();
+    let (b2, b3) = (h.encode_v2(), h.encode_v3());
+    assert_eq!(le(&b3, 4, 2), 3);
+    assert_eq!(le(&b3, 52, 8), 0x6162_6364_6566_6768);
+    assert_eq!(le(&b3, 60, 4), u64::from(crc32c::crc32c(&b3[..60])));
+    // Every other byte is where v2 has it.
+    assert_eq!(&b3[..4], &b2[..4]);
+    assert_eq!(&b3[6..52], &b2[6..52]);
 }
 
 #[test]
@@ -128,6 +158,9 @@ fn doc_byte_maps_match_code() {
         row(V2_HEADER_CRC, 4, "header_crc32c"),
     ];
     assert_eq!(doc_table(&doc, "v2"), v2);
+    let mut v3 = v2.clone();
+    v3[11] = row(V3_EPOCH, 8, "leader_epoch");
+    assert_eq!(doc_table(&doc, "v3"), v3);
     let v1 = vec![
         row(V2_MAGIC, 4, "magic"),
         row(V2_VERSION, 2, "version"),
@@ -140,7 +173,7 @@ fn doc_byte_maps_match_code() {
     ];
     assert_eq!(doc_table(&doc, "v1"), v1);
     // The tables tile their headers with no gap or overlap.
-    for (table, len) in [(v2, HEADER_V2_BYTES), (v1, HEADER_V1_BYTES)] {
+    for (table, len) in [(v2, HEADER_V2_BYTES), (v3, HEADER_V2_BYTES), (v1, HEADER_V1_BYTES)] {
         let end = table.iter().try_fold(0, |at, (offset, size, _)| (at == *offset).then_some(at + size));
         assert_eq!(end, Some(len));
     }
@@ -148,9 +181,11 @@ fn doc_byte_maps_match_code() {
 
 #[test]
 fn every_single_bit_flip_in_a_header_is_detected() {
-    for bytes in
-        [sample_v2().encode_v2().to_vec(), BatchHeader { version: 1, ..sample_v2() }.encode_v1().to_vec()]
-    {
+    for bytes in [
+        sample_v2().encode_v2().to_vec(),
+        sample_v3().encode_v3().to_vec(),
+        BatchHeader { version: 1, ..sample_v2() }.encode_v1().to_vec(),
+    ] {
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
@@ -199,8 +234,12 @@ fn short_and_foreign_inputs() {
         assert!(matches!(err, BatchError::ShortHeader { .. }), "len {len}: {err}");
     }
     assert!(matches!(BatchHeader::decode(&[0u8; 64]), Err(BatchError::BadMagic(0))));
-    let mut v3 = good;
-    v3[4] = 3;
-    assert_eq!(BatchHeader::decode(&v3), Err(BatchError::UnknownVersion(3)));
-    assert!(BatchError::UnknownVersion(3).is_tail_damage());
+    let mut v4 = good;
+    v4[4] = 4;
+    assert_eq!(BatchHeader::decode(&v4), Err(BatchError::UnknownVersion(4)));
+    assert!(BatchError::UnknownVersion(4).is_tail_damage());
+    // v3 with epoch 0 was written wrong: refused, and not as a torn tail.
+    let zero_epoch = BatchHeader { epoch: 0, ..sample_v3() }.encode_v3();
+    let err = BatchHeader::decode(&zero_epoch).unwrap_err();
+    assert!(matches!(err, BatchError::InvalidHeader(_)) && !err.is_tail_damage(), "{err}");
 }

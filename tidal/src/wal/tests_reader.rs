@@ -242,6 +242,7 @@ fn undecodable_record_under_a_valid_crc_is_corruption() {
         hlc_max: Hlc::ZERO,
         payload_len: payload.len() as u32,
         payload_crc32c: crc32c::crc32c(&payload),
+        epoch: 0,
     };
     let vfs = SimVfs::new();
     vfs.create_dir_all(Path::new(DIR)).unwrap();
@@ -268,6 +269,7 @@ fn ascii_header(first_seq: u64) -> String {
                 hlc_max: Hlc(hlc),
                 payload_len: 0x30,
                 payload_crc32c: 0x2020_2020,
+                epoch: 0,
             };
             String::from_utf8(h.encode_v2().to_vec()).ok().filter(|s| s.is_ascii())
         })

@@ -244,6 +244,7 @@ proptest! {
             hlc_max: Hlc(u64::MAX),
             payload_len: payload.len() as u32,
             payload_crc32c: crc32c::crc32c(&payload),
+            epoch: 0,
         };
         let mut bytes = header.encode_v2().to_vec();
         bytes.extend_from_slice(&payload);

@@ -122,6 +122,28 @@ fn every_batch_records_its_origin_node() {
     assert_eq!((h.origin_node, h.shard_id), (42, Some(3)));
 }
 
+/// A standalone log (v2) that becomes a replica's log (v3 with epochs) reads back whole,
+/// each batch with the epoch it was written under.
+#[test]
+fn epochs_switch_the_header_to_v3_and_mixed_logs_read_back() {
+    let vfs = SimVfs::new();
+    let dir = Path::new("/db/wal");
+    let mut writer = new_writer(Arc::new(vfs.clone()), dir, 3, 1 << 20).with_origin_node(42);
+    append_seqs(&mut writer, 2).unwrap();
+    let mut versions = vec![decode_batch(writer.last_batch()).unwrap().0];
+    for epoch in [1, 5] {
+        writer.set_epoch(epoch);
+        assert_eq!(writer.epoch(), epoch);
+        append_seqs(&mut writer, 3).unwrap();
+        versions.push(decode_batch(writer.last_batch()).unwrap().0);
+    }
+    let got: Vec<(u16, u64)> = versions.iter().map(|h| (h.version, h.epoch)).collect();
+    assert_eq!(got, vec![(2, 0), (3, 1), (3, 5)]);
+    writer.sync().unwrap();
+    let (_, recs) = read_all(&vfs, dir, 3, 1, Repair::ReadOnly).unwrap();
+    assert_seqs(&recs, 1, 9);
+}
+
 #[test]
 fn empty_append_is_a_noop_and_too_large_leaves_the_writer_usable() {
     let vfs = SimVfs::new();

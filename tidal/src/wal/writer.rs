@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::hlc::Hlc;
 use crate::signal::SignalRef;
-use crate::wal::segment::{SegmentName, decode_batch, encode_batch_v2_into};
+use crate::wal::segment::{SegmentName, decode_batch, encode_batch_into};
 use crate::wal::vfs::{Vfs, VfsFile};
 use crate::wal::{BatchHeader, Refusal, WalError};
 
@@ -47,6 +47,8 @@ pub struct WalWriter {
     segment_bytes_max: u64,
     /// Written into every batch header (0 = not recorded).
     origin_node: u32,
+    /// Leader epoch written into every batch (v3); 0 writes v2 (a standalone store).
+    epoch: u64,
     /// The last batch exactly as written; reused for the next one.
     buf: Vec<u8>,
     /// Set by the first I/O error; the writer refuses all work afterwards.
@@ -92,6 +94,7 @@ impl WalWriter {
             next_seq,
             segment_bytes_max,
             origin_node: 0,
+            epoch: 0,
             buf: Vec::new(),
             poisoned: false,
         })
@@ -118,14 +121,20 @@ impl WalWriter {
                 bytes: 0,
             });
         }
-        let header =
-            match encode_batch_v2_into(&mut self.buf, self.shard, self.origin_node, self.next_seq, records) {
-                Ok(header) => header,
-                Err(e) => {
-                    self.buf.clear();
-                    return Err(e);
-                }
-            };
+        let header = match encode_batch_into(
+            &mut self.buf,
+            self.shard,
+            self.origin_node,
+            self.epoch,
+            self.next_seq,
+            records,
+        ) {
+            Ok(header) => header,
+            Err(e) => {
+                self.buf.clear();
+                return Err(e);
+            }
+        };
         self.commit_buf(&header)
     }
 
@@ -177,6 +186,18 @@ impl WalWriter {
     pub fn with_origin_node(mut self, node: u32) -> Self {
         self.origin_node = node;
         self
+    }
+
+    /// Stamps every batch appended from now on with leader epoch `epoch` (header v3); 0
+    /// goes back to v2 headers without an epoch. A replica sets it when it becomes the
+    /// shard's leader; batches appended raw ([`Self::append_encoded`]) keep their own.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    /// The epoch [`Self::append`] writes (0: none, v2 headers).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Makes every appended batch durable (`sync_data` of the current segment; earlier
