@@ -64,7 +64,8 @@ fn inspect(data_dir: &Path, json: bool) -> Result<ExitCode> {
                     "segments": r.segments.iter().map(|s| serde_json::json!({
                         "path": s.path, "first_seq": s.first_seq, "next_seq": s.next_seq, "batches": s.batches,
                         "records": s.records, "bytes": s.bytes, "v1_batches": s.header_versions[0],
-                        "v2_batches": s.header_versions[1], "hlc_min": s.hlc_min.0, "hlc_max": s.hlc_max.0,
+                        "v2_batches": s.header_versions[1],
+                        "v3_batches": s.header_versions[2], "hlc_min": s.hlc_min.0, "hlc_max": s.hlc_max.0,
                     })).collect::<Vec<_>>(),
                     "snapshots": snaps.iter().map(|(seq, p)| serde_json::json!({"seq": seq, "path": p})).collect::<Vec<_>>(),
                 })
@@ -92,12 +93,13 @@ fn inspect(data_dir: &Path, json: bool) -> Result<ExitCode> {
         for s in &report.segments {
             let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             println!(
-                "  {name}  seq {}..{}  {} batches (v1 {}, v2 {})  {} records  {} bytes  hlc {}..{}",
+                "  {name}  seq {}..{}  {} batches (v1 {}, v2 {}, v3 {})  {} records  {} bytes  hlc {}..{}",
                 s.first_seq,
                 s.next_seq.saturating_sub(1),
                 s.batches,
                 s.header_versions[0],
                 s.header_versions[1],
+                s.header_versions[2],
                 s.records,
                 s.bytes,
                 s.hlc_min,

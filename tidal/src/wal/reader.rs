@@ -76,8 +76,8 @@ pub struct SegmentSummary {
     pub records: u64,
     /// Bytes of valid batches (a torn tail is not counted).
     pub bytes: u64,
-    /// Number of batches with a v1 and with a v2 header.
-    pub header_versions: [u64; 2],
+    /// Number of batches with a v1, a v2 and a v3 header (index `version - 1`).
+    pub header_versions: [u64; 3],
     /// HLC range of its records; both zero if it has none.
     pub hlc_min: Hlc,
     pub hlc_max: Hlc,
@@ -317,7 +317,7 @@ impl Scanner<'_> {
             batches: 0,
             records: 0,
             bytes: 0,
-            header_versions: [0; 2],
+            header_versions: [0; 3],
             hlc_min: Hlc::ZERO,
             hlc_max: Hlc::ZERO,
         };
@@ -422,7 +422,9 @@ impl SegmentSummary {
         self.batches += 1;
         self.records += u64::from(header.record_count);
         self.bytes += bytes;
-        self.header_versions[usize::from(header.version == 2)] += 1;
+        // A decoded header's version is 1, 2 or 3.
+        let slot = usize::from(header.version.clamp(1, 3)) - 1;
+        self.header_versions[slot] += 1;
         self.next_seq = header.next_seq();
     }
 }

@@ -56,7 +56,7 @@ fn many_batches_roll_over_and_reopen_continues_seqs() {
     assert_eq!(report.segments.len(), segments.len());
     for (summary, name) in report.segments.iter().zip(&segments) {
         assert_eq!(name.path.file_name().unwrap().to_str().unwrap(), segment_file_name(2, summary.first_seq));
-        assert_eq!(summary.header_versions, [0, summary.batches]);
+        assert_eq!(summary.header_versions, [0, summary.batches, 0]);
         assert_eq!(
             (summary.hlc_min, summary.hlc_max),
             (hlc_of(summary.first_seq), hlc_of(summary.next_seq - 1))
@@ -140,8 +140,9 @@ fn epochs_switch_the_header_to_v3_and_mixed_logs_read_back() {
     let got: Vec<(u16, u64)> = versions.iter().map(|h| (h.version, h.epoch)).collect();
     assert_eq!(got, vec![(2, 0), (3, 1), (3, 5)]);
     writer.sync().unwrap();
-    let (_, recs) = read_all(&vfs, dir, 3, 1, Repair::ReadOnly).unwrap();
+    let (report, recs) = read_all(&vfs, dir, 3, 1, Repair::ReadOnly).unwrap();
     assert_seqs(&recs, 1, 9);
+    assert_eq!(report.segments[0].header_versions, [0, 1, 2]);
 }
 
 #[test]
@@ -224,7 +225,7 @@ fn v1_fixture_segments_stay_readable() {
     let (report, recs) = read_all(&vfs, dir, 4, 1, Repair::Truncate).unwrap();
     assert_seqs(&recs, 1, 9);
     let summary = &report.segments[0];
-    assert_eq!((summary.header_versions, summary.hlc_min, summary.hlc_max), ([3, 0], hlc_of(1), hlc_of(8)));
+    assert_eq!((summary.header_versions, summary.hlc_min, summary.hlc_max), ([3, 0, 0], hlc_of(1), hlc_of(8)));
     // Room for exactly one more batch in the v1 segment before rollover.
     let room = vfs.file_len(&v1_path).unwrap() + 1;
     let mut writer =
@@ -243,7 +244,7 @@ fn v1_fixture_segments_stay_readable() {
         headers,
         vec![expect(1, 1, 3), expect(1, 4, 1), expect(1, 5, 4), expect(2, 9, 2), expect(2, 11, 3)]
     );
-    assert_eq!(report.segments.iter().map(|s| s.header_versions).collect::<Vec<_>>(), vec![[3, 1], [0, 1]]);
+    assert_eq!(report.segments.iter().map(|s| s.header_versions).collect::<Vec<_>>(), vec![[3, 1, 0], [0, 1, 0]]);
     let (_, recs) = read_all(&vfs, dir, 4, 1, Repair::ReadOnly).unwrap();
     assert_seqs(&recs, 1, 14);
 }
