@@ -12,4 +12,6 @@
 //! logic stays pure (events in, actions out); the shard engine it applies batches with is
 //! `tidal::shard::engine`.
 
+pub mod log;
+pub mod protocol;
 pub mod transport;

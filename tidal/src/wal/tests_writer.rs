@@ -225,7 +225,10 @@ fn v1_fixture_segments_stay_readable() {
     let (report, recs) = read_all(&vfs, dir, 4, 1, Repair::Truncate).unwrap();
     assert_seqs(&recs, 1, 9);
     let summary = &report.segments[0];
-    assert_eq!((summary.header_versions, summary.hlc_min, summary.hlc_max), ([3, 0, 0], hlc_of(1), hlc_of(8)));
+    assert_eq!(
+        (summary.header_versions, summary.hlc_min, summary.hlc_max),
+        ([3, 0, 0], hlc_of(1), hlc_of(8))
+    );
     // Room for exactly one more batch in the v1 segment before rollover.
     let room = vfs.file_len(&v1_path).unwrap() + 1;
     let mut writer =
@@ -244,7 +247,10 @@ fn v1_fixture_segments_stay_readable() {
         headers,
         vec![expect(1, 1, 3), expect(1, 4, 1), expect(1, 5, 4), expect(2, 9, 2), expect(2, 11, 3)]
     );
-    assert_eq!(report.segments.iter().map(|s| s.header_versions).collect::<Vec<_>>(), vec![[3, 1, 0], [0, 1, 0]]);
+    assert_eq!(
+        report.segments.iter().map(|s| s.header_versions).collect::<Vec<_>>(),
+        vec![[3, 1, 0], [0, 1, 0]]
+    );
     let (_, recs) = read_all(&vfs, dir, 4, 1, Repair::ReadOnly).unwrap();
     assert_seqs(&recs, 1, 14);
 }

@@ -1,0 +1,501 @@
+//! The leader side of a shard: recover, then ship the WAL to every follower.
+//!
+//! A [`Leader`] starts in recovery under a new epoch (one higher than any it knows): it makes
+//! the epoch durable, probes every follower, and fetches the batches a follower holds beyond
+//! its own log end on the same history (a batch it acknowledged and then lost to a damaged
+//! tail, or one a previous leader shipped). It serves writes only when every follower has
+//! answered, or a majority has and the grace period is over, so it never reuses a seq that
+//! a follower it heard from already holds.
+//!
+//! Serving, it keeps one [`Peer`] per follower: the next seq to ship, what the follower has
+//! made durable, and a bounded window of unacknowledged records. It ships only what its own
+//! WAL has made durable, raw, several batches per message, and goes back to the follower's
+//! durable seq when acks stop coming (go-back-N; the follower skips duplicates). Commit is
+//! the highest seq durable on a quorum, advanced only through a record of the leader's own
+//! epoch (Raft's rule: counting replicas of an older epoch's record does not commit it).
+
+use std::collections::BTreeMap;
+
+use tidal::wal::{BatchHeader, decode_batch};
+
+use super::message::{Message, Refusal};
+use super::{Action, BatchSource, ProtocolStats, SourceError};
+use crate::log::{EpochHistory, LogPos, match_point};
+use crate::transport::NodeId;
+
+/// Tuning of a leader (per shard).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderConfig {
+    pub shard: u32,
+    /// The shard's other replicas.
+    pub followers: Vec<NodeId>,
+    /// Unacknowledged records in flight per follower.
+    pub window_records: u64,
+    /// Bytes of batches per append message (at least one batch is sent).
+    pub message_bytes: u64,
+    /// Without an ack for this long, ship again from the follower's durable seq.
+    pub retransmit_ms: u64,
+    /// How long recovery waits for every follower before it settles for a majority.
+    pub recovery_grace_ms: u64,
+}
+
+impl LeaderConfig {
+    pub fn new(shard: u32, followers: Vec<NodeId>) -> LeaderConfig {
+        LeaderConfig {
+            shard,
+            followers,
+            window_records: 64 * 1024,
+            message_bytes: 1024 * 1024,
+            retransmit_ms: 200,
+            recovery_grace_ms: 10_000,
+        }
+    }
+
+    /// Replicas (this one included) whose durable copy makes a record committed.
+    pub fn quorum(&self) -> usize {
+        (self.followers.len() + 1) / 2 + 1
+    }
+}
+
+/// What the leader knows of one follower.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Heard a position since the last probe: shipping.
+    pub streaming: bool,
+    /// Next seq to ship.
+    pub next: u64,
+    pub durable: u64,
+    pub applied: u64,
+    pub last_sent_ms: u64,
+    pub last_heard_ms: Option<u64>,
+    /// Position and history from its last answer to a probe.
+    pub position: Option<(LogPos, EpochHistory)>,
+    /// Waiting for a snapshot install: not shipped to.
+    pub needs_snapshot: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Recovering { since_ms: u64, fetching: Option<NodeId> },
+    Serving,
+}
+
+/// The leader of one shard. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Leader {
+    cfg: LeaderConfig,
+    epoch: u64,
+    phase: Phase,
+    history: EpochHistory,
+    end: u64,
+    durable: u64,
+    commit: u64,
+    peers: BTreeMap<NodeId, Peer>,
+    stats: ProtocolStats,
+}
+
+impl Leader {
+    /// Starts leading with a log that ends (durably) at `end`, in an epoch above
+    /// `known_epoch`. Returns the leader and its first actions (persist the epoch, probe).
+    pub fn start(
+        cfg: LeaderConfig,
+        known_epoch: u64,
+        history: EpochHistory,
+        end: u64,
+        now_ms: u64,
+    ) -> (Leader, Vec<Action>) {
+        let epoch = known_epoch.max(history.last_epoch()) + 1;
+        let peers = cfg.followers.iter().map(|&n| (n, Peer::default())).collect();
+        let mut leader = Leader {
+            cfg,
+            epoch,
+            phase: Phase::Recovering { since_ms: now_ms, fetching: None },
+            history,
+            end,
+            durable: end,
+            commit: 0,
+            peers,
+            stats: ProtocolStats::default(),
+        };
+        let mut out = vec![Action::PersistEpoch { epoch, leader: None }];
+        leader.probe_all(now_ms, &mut out);
+        // A shard with no followers has nobody to wait for.
+        leader.try_serve(now_ms, &mut out);
+        (leader, out)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+    pub fn commit(&self) -> u64 {
+        self.commit
+    }
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
+    }
+    pub fn peers(&self) -> &BTreeMap<NodeId, Peer> {
+        &self.peers
+    }
+    pub fn stats(&self) -> &ProtocolStats {
+        &self.stats
+    }
+    pub fn config(&self) -> &LeaderConfig {
+        &self.cfg
+    }
+
+    /// The own writer appended a batch (`first_seq..=last_seq`, stamped with this epoch).
+    pub fn on_local_append(&mut self, first_seq: u64, last_seq: u64) {
+        debug_assert!(self.is_serving() && first_seq == self.end + 1);
+        // The epoch only grows, and the seq continues the log: this cannot fail.
+        let _ = self.history.observe(self.epoch, first_seq);
+        self.end = last_seq;
+    }
+
+    /// The own WAL is durable through `seq`: ship it, and commit what a quorum holds.
+    pub fn on_local_durable(&mut self, seq: u64, now_ms: u64, log: &dyn BatchSource) -> Vec<Action> {
+        self.durable = self.durable.max(seq.min(self.end));
+        let mut out = Vec::new();
+        self.advance_commit(&mut out);
+        self.pump(now_ms, log, &mut out);
+        out
+    }
+
+    /// Time passed: retransmit to silent followers, re-probe, end recovery after the grace.
+    pub fn tick(&mut self, now_ms: u64, log: &dyn BatchSource) -> Vec<Action> {
+        let mut out = Vec::new();
+        let silent = |p: &Peer, rto: u64| now_ms.saturating_sub(p.last_sent_ms) >= rto;
+        let rto = self.cfg.retransmit_ms;
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let peer = &self.peers[&id];
+            if !peer.streaming && silent(peer, rto) {
+                self.probe(id, now_ms, &mut out);
+            } else if peer.streaming && peer.next > peer.durable + 1 && silent(peer, rto) {
+                self.stats.retransmits += 1;
+                let peer = self.peers.get_mut(&id).expect("peer");
+                peer.next = peer.durable + 1;
+            }
+        }
+        self.try_serve(now_ms, &mut out);
+        self.pump(now_ms, log, &mut out);
+        out
+    }
+
+    /// Handles one message from `from`.
+    pub fn handle(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        now_ms: u64,
+        log: &dyn BatchSource,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if message.shard() != self.cfg.shard || !self.peers.contains_key(&from) {
+            return out;
+        }
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.last_heard_ms = Some(now_ms);
+        }
+        match message {
+            Message::Position { epoch, end, durable, history, .. } => {
+                if self.newer(epoch, &mut out) {
+                    return out;
+                }
+                self.on_position(from, end, durable, history, now_ms, &mut out);
+            }
+            Message::Ack { epoch, durable, applied, .. } if epoch == self.epoch => {
+                let peer = self.peers.get_mut(&from).expect("peer");
+                peer.durable = peer.durable.max(durable);
+                peer.applied = peer.applied.max(applied);
+                peer.next = peer.next.max(peer.durable + 1);
+                self.advance_commit(&mut out);
+            }
+            Message::Refused { epoch, reason, .. } => self.on_refused(from, epoch, reason, now_ms, &mut out),
+            Message::Fetched { epoch, from_seq, batches, .. } if epoch == self.epoch => {
+                self.on_fetched(from, from_seq, batches, now_ms, &mut out);
+            }
+            // Another node claims to lead this epoch or an older one: tell it it is deposed.
+            Message::Probe { .. } | Message::Append { .. } | Message::Fetch { .. } => {
+                let end = self.history.pos(self.end);
+                let refused = Message::Refused {
+                    shard: self.cfg.shard,
+                    epoch: self.epoch,
+                    reason: Refusal::StaleEpoch,
+                    end,
+                };
+                out.push(Action::Send { to: from, message: refused });
+            }
+            _ => {}
+        }
+        self.pump(now_ms, log, &mut out);
+        out
+    }
+
+    /// A peer claims a newer epoch: stop leading.
+    fn newer(&mut self, epoch: u64, out: &mut Vec<Action>) -> bool {
+        if epoch > self.epoch {
+            out.push(Action::StepDown { epoch });
+            return true;
+        }
+        false
+    }
+
+    fn on_refused(&mut self, from: NodeId, epoch: u64, reason: Refusal, now_ms: u64, out: &mut Vec<Action>) {
+        self.stats.refuse(reason);
+        match reason {
+            // Another leader holds this epoch or a newer one exists: we are deposed.
+            Refusal::StaleEpoch if epoch >= self.epoch => {
+                out.push(Action::StepDown { epoch: epoch.max(self.epoch) })
+            }
+            Refusal::StaleEpoch => {}
+            Refusal::UnknownShard => {
+                self.peers.get_mut(&from).expect("peer").needs_snapshot = true;
+            }
+            Refusal::Gap | Refusal::Mismatch | Refusal::BadBatch => self.probe(from, now_ms, out),
+        }
+    }
+
+    fn on_position(
+        &mut self,
+        from: NodeId,
+        end: LogPos,
+        durable: u64,
+        history: Vec<(u64, u64)>,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(history) = EpochHistory::from_starts(history).filter(|h| h.pos(end.seq) == end) else {
+            self.stats.refuse(Refusal::BadBatch);
+            return;
+        };
+        let peer = self.peers.get_mut(&from).expect("peer");
+        peer.position = Some((end, history.clone()));
+        peer.durable = durable.min(end.seq);
+        if self.is_serving() {
+            let mp = match_point(&self.history, self.end, &history, end.seq);
+            let peer = self.peers.get_mut(&from).expect("peer");
+            peer.durable = peer.durable.min(mp);
+            peer.next = mp + 1;
+            peer.streaming = true;
+            return;
+        }
+        self.recover_step(now_ms, out);
+    }
+
+    /// Recovery: fetch from a follower whose log extends ours, else serve when enough
+    /// followers answered.
+    fn recover_step(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let Phase::Recovering { fetching: None, .. } = self.phase else { return };
+        let extends = self.peers.iter().find_map(|(&id, p)| {
+            let (pos, history) = p.position.as_ref()?;
+            let longer =
+                pos.seq > self.end && match_point(&self.history, self.end, history, pos.seq) == self.end;
+            longer.then_some(id)
+        });
+        if let Some(id) = extends {
+            self.phase = match self.phase {
+                Phase::Recovering { since_ms, .. } => Phase::Recovering { since_ms, fetching: Some(id) },
+                Phase::Serving => Phase::Serving,
+            };
+            let message = Message::Fetch {
+                shard: self.cfg.shard,
+                epoch: self.epoch,
+                from_seq: self.end + 1,
+                max_bytes: self.cfg.message_bytes,
+            };
+            out.push(Action::Send { to: id, message });
+            return;
+        }
+        self.try_serve(now_ms, out);
+    }
+
+    fn on_fetched(
+        &mut self,
+        from: NodeId,
+        from_seq: u64,
+        batches: Vec<Vec<u8>>,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if self.phase != (Phase::Recovering { since_ms: self.since(), fetching: Some(from) })
+            || from_seq != self.end + 1
+        {
+            return;
+        }
+        let mut appended = false;
+        for bytes in batches {
+            let Ok((header, _, len)) = decode_batch(&bytes) else { break };
+            let fits = len == bytes.len()
+                && header.shard_id == Some(self.cfg.shard)
+                && header.first_seq == self.end + 1
+                && header.epoch < self.epoch
+                && self.history.observe(header.epoch, header.first_seq).is_ok();
+            if !fits {
+                break;
+            }
+            self.end = header.next_seq() - 1;
+            self.stats.fetched_batches += 1;
+            out.push(Action::Append(bytes));
+            appended = true;
+        }
+        if appended {
+            out.push(Action::Sync);
+            self.durable = self.end;
+        }
+        // Ask again (from the new end) or move on: the peer's position is re-learned.
+        self.phase = Phase::Recovering { since_ms: self.since(), fetching: None };
+        if appended {
+            self.probe(from, now_ms, out);
+        } else if let Some(peer) = self.peers.get_mut(&from) {
+            // It has nothing beyond our end after all: forget its claim.
+            peer.position = None;
+            self.probe(from, now_ms, out);
+        }
+    }
+
+    fn since(&self) -> u64 {
+        match self.phase {
+            Phase::Recovering { since_ms, .. } => since_ms,
+            Phase::Serving => 0,
+        }
+    }
+
+    /// Serve when every follower answered, or a majority did and the grace is over.
+    fn try_serve(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let Phase::Recovering { since_ms, fetching: None } = self.phase else { return };
+        let heard = self.peers.values().filter(|p| p.position.is_some()).count();
+        let all = heard == self.peers.len();
+        let majority = heard + 1 >= self.cfg.quorum();
+        if !(all || majority && now_ms.saturating_sub(since_ms) >= self.cfg.recovery_grace_ms) {
+            return;
+        }
+        self.phase = Phase::Serving;
+        for peer in self.peers.values_mut() {
+            match &peer.position {
+                Some((pos, history)) => {
+                    let mp = match_point(&self.history, self.end, history, pos.seq);
+                    peer.durable = peer.durable.min(mp);
+                    peer.next = mp + 1;
+                    peer.streaming = true;
+                }
+                None => peer.streaming = false,
+            }
+        }
+        out.push(Action::Serve { epoch: self.epoch });
+        self.advance_commit(out);
+    }
+
+    fn probe_all(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.probe(id, now_ms, out);
+        }
+    }
+
+    fn probe(&mut self, to: NodeId, now_ms: u64, out: &mut Vec<Action>) {
+        let peer = self.peers.get_mut(&to).expect("peer");
+        peer.streaming = false;
+        peer.last_sent_ms = now_ms;
+        out.push(Action::Send { to, message: Message::Probe { shard: self.cfg.shard, epoch: self.epoch } });
+    }
+
+    /// The highest seq durable on a quorum, if it holds a record of this epoch.
+    fn advance_commit(&mut self, out: &mut Vec<Action>) {
+        if !self.is_serving() {
+            return;
+        }
+        let mut durables: Vec<u64> = self.peers.values().map(|p| p.durable).collect();
+        durables.push(self.durable);
+        durables.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = durables[self.cfg.quorum() - 1];
+        if candidate > self.commit && self.history.epoch_at(candidate) == self.epoch {
+            self.commit = candidate;
+            out.push(Action::Commit(candidate));
+        }
+    }
+
+    /// Ships durable batches to every streaming follower, within its window.
+    fn pump(&mut self, now_ms: u64, log: &dyn BatchSource, out: &mut Vec<Action>) {
+        if !self.is_serving() {
+            return;
+        }
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            while self.ship_one(id, now_ms, log, out) {}
+        }
+    }
+
+    /// Ships one append message to `id` if it is due; false when nothing was sent.
+    fn ship_one(&mut self, id: NodeId, now_ms: u64, log: &dyn BatchSource, out: &mut Vec<Action>) -> bool {
+        let (durable, commit, shard, epoch) = (self.durable, self.commit, self.cfg.shard, self.epoch);
+        let window = self.cfg.window_records;
+        let peer = self.peers.get(&id).expect("peer");
+        if !peer.streaming
+            || peer.needs_snapshot
+            || peer.next > durable
+            || peer.next - 1 - peer.durable >= window
+        {
+            return false;
+        }
+        let prev = self.history.pos(peer.next - 1);
+        let batches = match log.read_from(peer.next, self.cfg.message_bytes) {
+            Ok(batches) if !batches.is_empty() => batches,
+            Ok(_) | Err(SourceError::Io(_)) => return false,
+            Err(SourceError::Behind { .. }) => {
+                self.stats.snapshot_installs += 1;
+                self.peers.get_mut(&id).expect("peer").needs_snapshot = true;
+                out.push(Action::InstallSnapshot { to: id });
+                return false;
+            }
+        };
+        // Only durable batches leave: cut the read at the durable seq.
+        let (mut next, window_end) = (peer.next, peer.durable + window);
+        let mut shipped = Vec::new();
+        for bytes in batches {
+            // The log verified these batches when it wrote them; the header says their range.
+            let Ok((header, _)) = BatchHeader::decode(&bytes) else { break };
+            let last = header.next_seq() - 1;
+            let beyond_window = !shipped.is_empty() && last > window_end;
+            if header.first_seq != next || last > durable || beyond_window {
+                break;
+            }
+            next = header.next_seq();
+            self.stats.bytes_shipped += bytes.len() as u64;
+            shipped.push(bytes);
+        }
+        if shipped.is_empty() {
+            return false;
+        }
+        self.stats.batches_shipped += shipped.len() as u64;
+        let peer = self.peers.get_mut(&id).expect("peer");
+        peer.next = next;
+        peer.last_sent_ms = now_ms;
+        out.push(Action::Send {
+            to: id,
+            message: Message::Append { shard, epoch, prev, batches: shipped, commit },
+        });
+        true
+    }
+
+    /// A snapshot up to `seq` was installed on `id`: ship from there.
+    pub fn on_snapshot_installed(&mut self, id: NodeId, seq: u64) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.needs_snapshot = false;
+            peer.durable = seq;
+            peer.next = seq + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "leader_tests.rs"]
+mod tests;

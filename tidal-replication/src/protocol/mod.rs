@@ -1,0 +1,96 @@
+//! The replication protocol of one shard, as pure state machines: events in, actions out.
+//!
+//! - [`message`]: the messages replicas exchange and their encoding;
+//! - [`follower`]: [`follower::Follower`], a replica that appends and applies what the leader
+//!   ships, exactly once, and refuses stale epochs;
+//! - [`leader`]: [`leader::Leader`], the shard leader: recovery before serving (learn the
+//!   followers' positions, fetch what it lacks), per-follower shipping with a bounded window,
+//!   quorum commit;
+//! - [`replica`]: [`replica::Replica`], the role of a node for a shard (`NodeRole`), which
+//!   steps a leader down when a newer epoch appears and promotes or demotes on command.
+//!
+//! None of them touches a clock, a socket or a file: time comes in as `now_ms`, the log is
+//! read through [`BatchSource`], and every effect is an [`Action`] the runtime executes in
+//! order (the deterministic simulation in [`crate::sim`], a node's replication thread in
+//! production). The runtime must execute the actions of one call in the order given and must
+//! fail-stop (crash) if one of them fails: the machines assume an action they emitted
+//! happened once the next event arrives.
+
+pub mod follower;
+pub mod leader;
+pub mod message;
+pub mod replica;
+
+use crate::transport::NodeId;
+pub use message::{Message, Refusal};
+
+/// An effect the runtime carries out, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message (best effort; the protocol retries).
+    Send { to: NodeId, message: Message },
+    /// Make the replica's highest known epoch and its leader durable before anything that
+    /// follows. A replica that has answered a leader of epoch `e` never answers an older one.
+    PersistEpoch { epoch: u64, leader: Option<NodeId> },
+    /// Move the own log's batches from `from_seq` on aside, intact (for reconciliation), and
+    /// cut the log and the state back to `from_seq - 1`. `from_seq` is a batch boundary.
+    SetAside { from_seq: u64 },
+    /// Append these exact bytes (one batch, verified) to the own WAL.
+    Append(Vec<u8>),
+    /// fsync the WAL, then apply every batch appended since the last `Sync` through the
+    /// shard engine.
+    Sync,
+    /// Read the own log's batches from `from_seq` (at most about `max_bytes`) and send them
+    /// to `to` as [`Message::Fetched`] in `epoch`.
+    SendBatches { to: NodeId, epoch: u64, from_seq: u64, max_bytes: u64 },
+    /// Leader: every seq through this one is durable on a quorum of the shard's replicas.
+    Commit(u64),
+    /// Leader: recovery is over; accept writes and stamp them with `epoch`.
+    Serve { epoch: u64 },
+    /// This replica stopped leading (it saw epoch `epoch`); pending writes get no ack.
+    StepDown { epoch: u64 },
+    /// `to` needs seqs the leader's log no longer holds: install a snapshot on it.
+    InstallSnapshot { to: NodeId },
+}
+
+/// Why a [`BatchSource`] cannot serve a read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The seq is older than the log still holds (retention removed it).
+    #[error("seq {seq} is below the oldest seq the log holds ({oldest})")]
+    Behind { seq: u64, oldest: u64 },
+    #[error("reading the log failed: {0}")]
+    Io(String),
+}
+
+/// Read access to the own log's durable batches, exactly as on disk.
+pub trait BatchSource {
+    /// Whole batches starting at `from_seq` (a batch boundary) in seq order, about
+    /// `max_bytes` in all but at least one if the log holds `from_seq`; empty if the log
+    /// ends before `from_seq`.
+    fn read_from(&self, from_seq: u64, max_bytes: u64) -> Result<Vec<Vec<u8>>, SourceError>;
+}
+
+/// Counters a protocol machine keeps (exported as metrics by the runtime).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolStats {
+    pub batches_appended: u64,
+    pub batches_duplicate: u64,
+    pub batches_shipped: u64,
+    pub bytes_shipped: u64,
+    pub set_asides: u64,
+    pub fetched_batches: u64,
+    pub snapshot_installs: u64,
+    pub retransmits: u64,
+    /// Refusals sent (follower) or received (leader), by reason.
+    pub refused: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl ProtocolStats {
+    pub(crate) fn refuse(&mut self, reason: Refusal) {
+        *self.refused.entry(reason.as_str()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_batches;
