@@ -14,4 +14,5 @@
 
 pub mod log;
 pub mod protocol;
+pub mod sim;
 pub mod transport;

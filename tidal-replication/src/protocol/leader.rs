@@ -53,7 +53,8 @@ impl LeaderConfig {
 
     /// Replicas (this one included) whose durable copy makes a record committed.
     pub fn quorum(&self) -> usize {
-        (self.followers.len() + 1) / 2 + 1
+        let replicas = self.followers.len() + 1;
+        replicas / 2 + 1
     }
 }
 
@@ -91,6 +92,8 @@ pub struct Leader {
     durable: u64,
     commit: u64,
     peers: BTreeMap<NodeId, Peer>,
+    /// When the pending recovery fetch was sent.
+    fetch_sent_ms: u64,
     stats: ProtocolStats,
 }
 
@@ -115,12 +118,13 @@ impl Leader {
             durable: end,
             commit: 0,
             peers,
+            fetch_sent_ms: 0,
             stats: ProtocolStats::default(),
         };
         let mut out = vec![Action::PersistEpoch { epoch, leader: None }];
         leader.probe_all(now_ms, &mut out);
         // A shard with no followers has nobody to wait for.
-        leader.try_serve(now_ms, &mut out);
+        leader.recover_step(now_ms, &mut out);
         (leader, out)
     }
 
@@ -185,7 +189,14 @@ impl Leader {
                 peer.next = peer.durable + 1;
             }
         }
-        self.try_serve(now_ms, &mut out);
+        // A fetch whose answer was lost: ask again after a fresh probe.
+        if let Phase::Recovering { since_ms, fetching: Some(id) } = self.phase
+            && now_ms.saturating_sub(self.fetch_sent_ms) >= rto
+        {
+            self.phase = Phase::Recovering { since_ms, fetching: None };
+            self.probe(id, now_ms, &mut out);
+        }
+        self.recover_step(now_ms, &mut out);
         self.pump(now_ms, log, &mut out);
         out
     }
@@ -291,31 +302,39 @@ impl Leader {
         self.recover_step(now_ms, out);
     }
 
-    /// Recovery: fetch from a follower whose log extends ours, else serve when enough
-    /// followers answered.
+    /// Recovery: adopt the most up-to-date log among the followers heard (Raft's order:
+    /// the epoch of the last record, then the length). If a follower's log is ahead of ours,
+    /// our own records it does not share are set aside and its records fetched; once no
+    /// heard follower is ahead, serve when enough have answered. Committed records are on
+    /// a quorum, and the most up-to-date log of any majority holds all of them, so a leader
+    /// that serves after this never sets a committed record aside elsewhere.
     fn recover_step(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        let Phase::Recovering { fetching: None, .. } = self.phase else { return };
-        let extends = self.peers.iter().find_map(|(&id, p)| {
-            let (pos, history) = p.position.as_ref()?;
-            let longer =
-                pos.seq > self.end && match_point(&self.history, self.end, history, pos.seq) == self.end;
-            longer.then_some(id)
-        });
-        if let Some(id) = extends {
-            self.phase = match self.phase {
-                Phase::Recovering { since_ms, .. } => Phase::Recovering { since_ms, fetching: Some(id) },
-                Phase::Serving => Phase::Serving,
-            };
-            let message = Message::Fetch {
-                shard: self.cfg.shard,
-                epoch: self.epoch,
-                from_seq: self.end + 1,
-                max_bytes: self.cfg.message_bytes,
-            };
-            out.push(Action::Send { to: id, message });
-            return;
+        let Phase::Recovering { since_ms, fetching: None } = self.phase else { return };
+        let own = self.history.pos(self.end);
+        let ahead = self
+            .peers
+            .iter()
+            .filter_map(|(&id, p)| p.position.as_ref().map(|(pos, history)| (*pos, id, history)))
+            .filter(|(pos, _, _)| *pos > own)
+            .max_by_key(|(pos, id, _)| (*pos, std::cmp::Reverse(*id)));
+        let Some((pos, id, history)) = ahead else { return self.try_serve(now_ms, out) };
+        let mp = match_point(&self.history, self.end, history, pos.seq);
+        if mp < self.end {
+            self.stats.set_asides += 1;
+            out.push(Action::SetAside { from_seq: mp + 1 });
+            self.end = mp;
+            self.durable = mp;
+            self.history.truncate_after(mp);
         }
-        self.try_serve(now_ms, out);
+        self.phase = Phase::Recovering { since_ms, fetching: Some(id) };
+        let message = Message::Fetch {
+            shard: self.cfg.shard,
+            epoch: self.epoch,
+            from_seq: mp + 1,
+            max_bytes: self.cfg.message_bytes,
+        };
+        self.fetch_sent_ms = now_ms;
+        out.push(Action::Send { to: id, message });
     }
 
     fn on_fetched(

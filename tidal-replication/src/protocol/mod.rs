@@ -30,7 +30,9 @@ pub enum Action {
     /// Send a message (best effort; the protocol retries).
     Send { to: NodeId, message: Message },
     /// Make the replica's highest known epoch and its leader durable before anything that
-    /// follows. A replica that has answered a leader of epoch `e` never answers an older one.
+    /// follows. A replica that has answered a leader of epoch `e` never answers an older one,
+    /// nor another leader of `e`. `leader` naming this node means it leads: a restart comes
+    /// back as the leader (and recovers under a new epoch).
     PersistEpoch { epoch: u64, leader: Option<NodeId> },
     /// Move the own log's batches from `from_seq` on aside, intact (for reconciliation), and
     /// cut the log and the state back to `from_seq - 1`. `from_seq` is a batch boundary.
@@ -47,7 +49,9 @@ pub enum Action {
     Commit(u64),
     /// Leader: recovery is over; accept writes and stamp them with `epoch`.
     Serve { epoch: u64 },
-    /// This replica stopped leading (it saw epoch `epoch`); pending writes get no ack.
+    /// This replica stopped leading (it saw epoch `epoch`, or was demoted); pending writes
+    /// get no ack. The runtime syncs its WAL and records durably that it no longer leads,
+    /// so a restart comes back as a follower.
     StepDown { epoch: u64 },
     /// `to` needs seqs the leader's log no longer holds: install a snapshot on it.
     InstallSnapshot { to: NodeId },

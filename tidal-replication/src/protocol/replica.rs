@@ -111,7 +111,7 @@ impl Replica {
                 matches!(message, Message::Probe { .. } | Message::Append { .. } | Message::Fetch { .. });
             if from_a_leader && message.epoch() > leader.epoch() {
                 out.push(Action::StepDown { epoch: message.epoch() });
-                self.become_follower(message.epoch());
+                self.become_follower(message.epoch(), &mut out);
             }
         }
         let actions = match &mut self.role {
@@ -163,22 +163,24 @@ impl Replica {
     pub fn demote(&mut self) -> Vec<Action> {
         let Role::Leader(leader) = &self.role else { return Vec::new() };
         let epoch = leader.epoch();
-        self.become_follower(epoch);
-        vec![Action::StepDown { epoch }]
+        let mut out = vec![Action::StepDown { epoch }];
+        self.become_follower(epoch, &mut out);
+        out
     }
 
-    fn become_follower(&mut self, epoch: u64) {
+    /// Leader to follower of `epoch`. In its own epoch it keeps itself as that epoch's
+    /// leader (nobody else may lead it); in a newer one it waits for that epoch's leader.
+    /// The runtime records on `StepDown` that this node no longer leads.
+    fn become_follower(&mut self, epoch: u64, out: &mut Vec<Action>) {
         if let Role::Leader(leader) = &self.role {
             // The runtime syncs its WAL on StepDown, so the whole log counts as durable.
             let (history, end) = (leader.history().clone(), leader.end());
-            // Epoch `epoch` without a leader yet: the first leader of it to reach us is taken.
-            let mut follower = Follower::new(self.cfg.shard, epoch, None, history, end);
-            if epoch == leader.epoch() {
-                // Our own epoch: we led it, so nobody else may; wait for a newer one.
-                follower =
-                    Follower::new(self.cfg.shard, epoch, Some(self.node), leader.history().clone(), end);
-            }
+            let own = epoch == leader.epoch();
+            let follower = Follower::new(self.cfg.shard, epoch, own.then_some(self.node), history, end);
             self.role = Role::Follower(follower);
+            if !own {
+                out.push(Action::PersistEpoch { epoch, leader: None });
+            }
         }
     }
 
@@ -188,7 +190,7 @@ impl Replica {
             if let (Action::StepDown { epoch }, Role::Leader(_)) = (&action, &self.role) {
                 let epoch = *epoch;
                 out.push(action);
-                self.become_follower(epoch);
+                self.become_follower(epoch, out);
                 continue;
             }
             out.push(action);
