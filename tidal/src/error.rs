@@ -59,6 +59,9 @@ pub enum Error {
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The shard is replicated and this node does not lead it: send the write to `leader`.
+    #[error("shard {shard} is not led by this node (epoch {epoch}, leader {})", leader.map_or("unknown".to_string(), |l| l.to_string()))]
+    NotLeader { shard: u32, epoch: u64, leader: Option<u32> },
 }
 
 /// The coarse class of an [`Error`], stable across versions.
@@ -73,6 +76,8 @@ pub enum ErrorKind {
     Corruption,
     /// The store cannot serve now (I/O failure, closed, timeout).
     Unavailable,
+    /// Another node leads the shard: retry there ([`Error::NotLeader`] names it).
+    NotLeader,
 }
 
 impl Error {
@@ -91,6 +96,7 @@ impl Error {
                 ErrorKind::Corruption
             }
             Error::Manifest { .. } => ErrorKind::Corruption,
+            Error::NotLeader { .. } => ErrorKind::NotLeader,
             _ => ErrorKind::Unavailable,
         }
     }

@@ -136,6 +136,11 @@ fn check(dir: &Path, manifest: &Manifest, options: &Options) -> Result<()> {
     {
         return Err(pinned(dir, "state limits", store, limits));
     }
+    if let Some(created) = options.created_ms
+        && created != manifest.created_ms
+    {
+        return Err(pinned(dir, "decay reference time created_ms", manifest.created_ms, created));
+    }
     if options.node_id != manifest.node_id {
         return Err(pinned(dir, "node id", manifest.node_id, options.node_id));
     }
@@ -147,7 +152,7 @@ fn create(vfs: &dyn Vfs, dir: &Path, options: &Options, now_ms: u64) -> Result<M
         format_version: FORMAT_VERSION,
         shards: options.shards.unwrap_or(SHARDS_DEFAULT),
         node_id: options.node_id,
-        created_ms: now_ms,
+        created_ms: options.created_ms.unwrap_or(now_ms),
         score_half_life_ms: options.score_half_life_ms.unwrap_or(HALF_LIFE_MS_DEFAULT),
         limits: Some(options.state_limits.unwrap_or_default()),
     };

@@ -80,6 +80,10 @@ pub struct Options {
     pub wal_archive: bool,
     /// Half-life of a signal's weight in rankings, for a new store (fixed at creation).
     pub score_half_life_ms: Option<u64>,
+    /// The ranking decay's reference time (ms since the epoch) for a new store, fixed at
+    /// creation (default: the creation time). Replicas of one shard must share it, so a
+    /// cluster passes its own (`created_ms` in the cluster file).
+    pub created_ms: Option<u64>,
     /// Per-kind weights of the ranking score; may change from one open to the next.
     pub score_weights: Weights,
 }
@@ -102,6 +106,7 @@ impl Default for Options {
             progress: None,
             wal_archive: true,
             score_half_life_ms: None,
+            created_ms: None,
             score_weights: Weights::default(),
         }
     }
@@ -116,6 +121,7 @@ impl fmt::Debug for Options {
             .field("segment_bytes_max", &self.segment_bytes_max)
             .field("snapshot_every_signals", &self.snapshot_every_signals)
             .field("custom_kinds", &self.custom_kinds)
+            .field("created_ms", &self.created_ms)
             .field("vfs", &self.vfs)
             .finish_non_exhaustive()
     }

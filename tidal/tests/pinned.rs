@@ -44,6 +44,8 @@ fn limits_are_pinned_and_contradicting_options_are_refused() {
     let half_life = Options { score_half_life_ms: Some(1), ..Options::default() };
     assert_eq!(pinned_error(Db::open(dir.path(), half_life)), "score half-life (ms)");
     assert_eq!(pinned_error(Db::open(dir.path(), Options { node_id: 9, ..Options::default() })), "node id");
+    let created = Options { created_ms: Some(7), ..Options::default() };
+    assert_eq!(pinned_error(Db::open(dir.path(), created)), "decay reference time created_ms");
     // The same options as at creation are fine.
     Db::open(dir.path(), custom).unwrap().close().unwrap();
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 mod reads;
+mod replica;
 
 use crate::error::{Error, Result};
 use crate::history::{ARCHIVE_DIR, WAL_DIR};
@@ -26,6 +27,7 @@ use crate::options::Options;
 use crate::score::{ScoreIndex, Weights};
 use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
 use crate::shard::applied::AppliedSeq;
+use crate::shard::role::{AckMode, ShardRole};
 use crate::shard::router::ShardRouter;
 use crate::shard::snapshot_job::SnapshotTarget;
 use crate::shard::state::{Scoring, ShardParams};
@@ -59,6 +61,8 @@ pub(crate) struct ShardHandle {
     /// truth about sessions and only the writer can judge SeqNos.
     in_flight: Arc<AtomicUsize>,
     pub applied: Arc<AppliedSeq>,
+    /// The role last set (mirrors the writer's, for readers and status).
+    pub role: Mutex<ShardRole>,
     tx: SyncSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -74,6 +78,7 @@ pub(crate) struct DbInner {
     pub index: Arc<RwLock<ScoreIndex>>,
     pub scoring: Scoring,
     pub metrics: Arc<Metrics>,
+    ship_cursors: replica::ShipCursors,
     _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -118,7 +123,7 @@ impl PendingWrite {
 /// Polls a future to completion on this thread, parking between wake-ups. Unlike tokio's
 /// `blocking_recv` it does not panic inside an async runtime (it blocks that worker thread,
 /// so async callers should prefer [`PendingWrite::wait_async`]).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -192,6 +197,7 @@ impl Db {
             index,
             scoring,
             metrics,
+            ship_cursors: Default::default(),
             _lock: lock,
         };
         Ok(Db { inner: Arc::new(inner) })
@@ -217,6 +223,13 @@ impl Db {
     /// judge SeqNos: it then rejects that shard's part alone, after other shards' parts may
     /// have committed. Either way a rejected part writes nothing.
     pub fn submit(&self, signals: Vec<Signal>) -> Result<PendingWrite> {
+        self.submit_with(signals, AckMode::default())
+    }
+
+    /// [`Db::submit`] with an explicit acknowledgement mode (it matters on a replicated
+    /// shard's leader: `Quorum` waits for a majority of replicas, `Leader` only for the
+    /// leader's own fsync).
+    pub fn submit_with(&self, signals: Vec<Signal>, ack: AckMode) -> Result<PendingWrite> {
         let inner = &*self.inner;
         if signals.len() > BATCH_SIGNALS_MAX {
             return Err(Error::BatchTooLarge { len: signals.len(), max: BATCH_SIGNALS_MAX });
@@ -255,7 +268,7 @@ impl Db {
             let handle = &inner.shards[shard];
             let (reply, rx) = oneshot::channel();
             handle.in_flight.fetch_add(1, Ordering::AcqRel);
-            if handle.tx.send(Command::Write { signals: part, reply }).is_err() {
+            if handle.tx.send(Command::Write { signals: part, ack, reply }).is_err() {
                 handle.in_flight.fetch_sub(1, Ordering::AcqRel);
                 return Err(Error::Closed);
             }
@@ -431,13 +444,24 @@ fn start_writer(
         last_sync: Instant::now(),
         unsynced: false,
         failed: None,
+        role: ShardRole::Standalone,
+        waiting: Default::default(),
+        committed: 0,
+        subscriber: None,
     };
     let (tx, rx) = sync_channel(options.write_queue_max);
     let thread = std::thread::Builder::new()
         .name(format!("tidal-shard-{shard}"))
         .spawn(move || writer.run(rx))
         .map_err(|e| WalError::io("spawn shard writer", &paths.wal_dir, e))?;
-    Ok(ShardHandle { state, in_flight, applied, tx, thread: Mutex::new(Some(thread)) })
+    Ok(ShardHandle {
+        state,
+        in_flight,
+        applied,
+        role: Mutex::new(ShardRole::Standalone),
+        tx,
+        thread: Mutex::new(Some(thread)),
+    })
 }
 
 /// Moves snapshots that failed their checks aside (`*.snap.damaged`, kept for forensics)

@@ -8,11 +8,13 @@
 pub mod applied;
 pub mod digest;
 pub mod engine;
+pub mod role;
 pub mod router;
 pub mod snapshot;
 pub(crate) mod snapshot_job;
 pub mod state;
 pub(crate) mod writer;
+mod writer_replica;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

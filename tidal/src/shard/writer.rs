@@ -23,6 +23,7 @@ use super::snapshot_job::{SnapshotJob, SnapshotTarget};
 use super::state::ShardState;
 use crate::error::{Error, Result};
 
+use super::role::{AckMode, DurableEvent, ShardRole};
 use crate::hlc::{Hlc, HybridClock};
 use crate::metrics::Metrics;
 use crate::options::Durability;
@@ -35,9 +36,35 @@ use crate::wal::writer::WalWriter;
 
 /// A request to a shard's writer thread.
 pub(crate) enum Command {
-    Write { signals: Vec<Signal>, reply: AckSender },
-    Snapshot { reply: oneshot::Sender<Result<u64>> },
-    Shutdown { reply: oneshot::Sender<Result<()>> },
+    Write {
+        signals: Vec<Signal>,
+        ack: AckMode,
+        reply: AckSender,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Replication: change the shard's role (see `writer_replica.rs` for the rest).
+    SetRole {
+        role: ShardRole,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Replication: append a leader's batches byte for byte, fsync, apply.
+    Shipped {
+        batches: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// Replication: a quorum holds everything through `seq`; release those acks.
+    Commit {
+        seq: u64,
+    },
+    /// Replication: report every fsync to `tx`.
+    Subscribe {
+        tx: std::sync::mpsc::Sender<DurableEvent>,
+    },
 }
 
 /// Where a write request's acks go.
@@ -69,11 +96,23 @@ pub(crate) struct ShardWriter {
     pub last_sync: Instant,
     pub unsynced: bool,
     pub failed: Option<String>,
+    /// Replication role (standalone unless a runtime set one).
+    pub role: ShardRole,
+    /// Quorum-mode acks waiting for a commit: (last seq of the group, replies).
+    pub waiting: std::collections::VecDeque<(u64, Vec<PendingAck>)>,
+    /// Highest seq a quorum holds (leader) as last released.
+    pub committed: u64,
+    /// Where fsyncs are reported (a replication runtime).
+    pub subscriber: Option<std::sync::mpsc::Sender<DurableEvent>>,
 }
+
+/// An answer held back until the quorum commit reaches its group.
+pub(crate) type PendingAck = (AckSender, Result<Vec<Ack>>);
 
 impl ShardWriter {
     /// The thread body: serve commands until shutdown or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Command>) {
+        self.wal.set_epoch(self.role.epoch());
         while let Some(first) = self.next_command(&rx) {
             let mut writes = Vec::new();
             let mut controls = Vec::new();
@@ -81,9 +120,9 @@ impl ShardWriter {
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Write { signals: s, reply } => {
+                    Command::Write { signals: s, ack, reply } => {
                         signals += s.len();
-                        writes.push((s, reply));
+                        writes.push((s, ack, reply));
                     }
                     other => controls.push(other),
                 }
@@ -130,6 +169,22 @@ impl ShardWriter {
     fn handle_control(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Write { .. } => false,
+            Command::SetRole { role, reply } => {
+                let _ = reply.send(self.set_role(role));
+                false
+            }
+            Command::Shipped { batches, reply } => {
+                let _ = reply.send(self.apply_shipped(batches));
+                false
+            }
+            Command::Commit { seq } => {
+                self.release(seq);
+                false
+            }
+            Command::Subscribe { tx } => {
+                self.subscriber = Some(tx);
+                false
+            }
             Command::Snapshot { reply } => {
                 // The job answers the caller once its file is durable.
                 let mut reply = Some(reply);
@@ -166,24 +221,29 @@ impl ShardWriter {
         }
     }
 
-    fn fail(&mut self, error: &WalError) {
+    pub(super) fn fail(&mut self, error: &WalError) {
         tracing::error!(shard = self.shard, %error, "WAL write failed; shard stops accepting writes");
         self.failed = Some(error.to_string());
     }
 
-    fn failed_error(&self) -> Error {
+    pub(super) fn failed_error(&self) -> Error {
         Error::ShardFailed { shard: self.shard, reason: self.failed.clone().unwrap_or_default() }
     }
 
-    fn commit_group(&mut self, writes: Vec<(Vec<Signal>, AckSender)>) {
-        if self.failed.is_some() {
-            for (_, reply) in writes {
-                let _ = reply.send(Err(self.failed_error()));
+    fn commit_group(&mut self, writes: Vec<(Vec<Signal>, AckMode, AckSender)>) {
+        if self.write_refusal().is_some() {
+            for (_, _, reply) in writes {
+                let _ = reply.send(Err(self.write_refusal().expect("refused")));
             }
             return;
         }
         let base_seq = self.wal.next_seq();
-        let (requests, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        let mut requests = Vec::with_capacity(writes.len());
+        let mut replies = Vec::with_capacity(writes.len());
+        for (signals, ack, reply) in writes {
+            requests.push(signals);
+            replies.push((ack, reply));
+        }
         let plan = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             let clock = &self.clock;
@@ -193,7 +253,7 @@ impl ShardWriter {
             && let Err(e) = self.append_and_sync(base_seq, &plan.records)
         {
             self.fail(&e);
-            for reply in replies {
+            for (_, reply) in replies {
                 let _ = reply.send(Err(self.failed_error()));
             }
             return;
@@ -213,12 +273,18 @@ impl ShardWriter {
         self.applied.publish(self.wal.next_seq() - 1);
         self.metrics.duplicates.fetch_add(plan.duplicates() as u64, Ordering::Relaxed);
         let engine::GroupPlan { records, requests } = plan;
-        for (request, reply) in requests.into_iter().zip(replies) {
+        let mut held = Vec::new();
+        for (request, (ack, reply)) in requests.into_iter().zip(replies) {
             let acks = request.map(|slots| {
                 slots.into_iter().map(|s| engine::slot_ack(self.shard, base_seq, &records, s)).collect()
             });
-            let _ = reply.send(acks);
+            if self.holds_for_quorum(ack) {
+                held.push((reply, acks));
+            } else {
+                let _ = reply.send(acks);
+            }
         }
+        self.hold(self.wal.next_seq() - 1, held);
     }
 
     fn append_and_sync(&mut self, base_seq: u64, records: &[(Hlc, SignalRef<'_>)]) -> Result<(), WalError> {
@@ -241,13 +307,14 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// fsyncs the WAL, recording the latency.
-    fn timed_sync(&mut self) -> Result<(), WalError> {
+    /// fsyncs the WAL, recording the latency, and reports it to the replication runtime.
+    pub(super) fn timed_sync(&mut self) -> Result<(), WalError> {
         let started = Instant::now();
         self.wal.sync()?;
         self.metrics.fsync.observe(started.elapsed());
         self.unsynced = false;
         self.last_sync = Instant::now();
+        self.report_durable();
         Ok(())
     }
 

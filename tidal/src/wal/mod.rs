@@ -10,6 +10,7 @@
 //! - [`segment`]: segment names, batch encoding and [`decode_batch`];
 //! - [`writer`]: [`WalWriter`], owned by the shard's writer thread;
 //! - [`reader`]: recovery scans ([`scan_shard`]), segment listing and retention;
+//! - [`ship`]: whole batches read back from any seq, for a leader to ship;
 //! - [`vfs`] and [`sim_vfs`]: the file-system seam and its crash-image simulator.
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod header;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod ship;
 pub mod sim_vfs;
 pub mod vfs;
 pub mod writer;

@@ -1,0 +1,113 @@
+//! The store's side of replication: what a replication runtime calls on a [`Db`].
+//!
+//! Each shard has a [`ShardRole`]; a runtime sets it, feeds a follower the leader's batches
+//! ([`Db::apply_shipped`]), releases a leader's quorum acks ([`Db::commit`]), learns of every
+//! fsync ([`Db::subscribe_durable`]) and reads its log back for shipping
+//! ([`Db::read_batches`]). All of it goes through the shard's single writer thread, so a
+//! role change, a shipped batch and a local write never interleave inside one batch.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, channel};
+
+use tokio::sync::oneshot;
+
+use super::{Db, block_on};
+use crate::error::{Error, Result};
+use crate::history::{ARCHIVE_DIR, WAL_DIR};
+use crate::shard::role::{DurableEvent, ShardPosition, ShardRole};
+use crate::shard::writer::Command;
+use crate::wal::ship::{BatchCursor, ShipError, read_batches};
+
+/// Per-shard cursors of [`Db::read_batches`], so tailing reads only new bytes.
+#[derive(Default)]
+pub(crate) struct ShipCursors(Mutex<Vec<Option<BatchCursor>>>);
+
+impl Db {
+    fn shard_handle(&self, shard: u32) -> Result<&super::ShardHandle> {
+        self.inner
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| Error::InvalidRequest(format!("shard {shard} does not exist")))
+    }
+
+    /// Sets a shard's role. A follower refuses writes with [`Error::NotLeader`]; a leader
+    /// stamps its batches with the epoch; leaving the leader role fails the writes still
+    /// waiting for a quorum (their outcome is unknown to this node).
+    pub fn set_role(&self, shard: u32, role: ShardRole) -> Result<()> {
+        let handle = self.shard_handle(shard)?;
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(Command::SetRole { role, reply }).map_err(|_| Error::Closed)?;
+        block_on(rx).map_err(|_| Error::Closed)??;
+        *handle.role.lock().unwrap_or_else(|e| e.into_inner()) = role;
+        Ok(())
+    }
+
+    pub fn role(&self, shard: u32) -> Result<ShardRole> {
+        Ok(*self.shard_handle(shard)?.role.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Appends a leader's batches to a follower shard byte for byte, fsyncs, applies them.
+    /// Returns the shard's applied seq. A batch that does not continue the log is refused
+    /// ([`crate::wal::WalError::Refused`]) and nothing of it is written.
+    pub fn apply_shipped(&self, shard: u32, batches: Vec<Vec<u8>>) -> Result<u64> {
+        let handle = self.shard_handle(shard)?;
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(Command::Shipped { batches, reply }).map_err(|_| Error::Closed)?;
+        block_on(rx).map_err(|_| Error::Closed)?
+    }
+
+    /// A quorum of the shard's replicas holds everything through `seq`: quorum-mode writes
+    /// up to it are acknowledged.
+    pub fn commit(&self, shard: u32, seq: u64) -> Result<()> {
+        let handle = self.shard_handle(shard)?;
+        handle.tx.send(Command::Commit { seq }).map_err(|_| Error::Closed)
+    }
+
+    /// Every shard reports each fsync of its log here from now on.
+    pub fn subscribe_durable(&self) -> Result<Receiver<DurableEvent>> {
+        let (tx, rx) = channel();
+        for handle in &self.inner.shards {
+            handle.tx.send(Command::Subscribe { tx: tx.clone() }).map_err(|_| Error::Closed)?;
+        }
+        Ok(rx)
+    }
+
+    /// Whole batches of `shard`'s log from `from_seq` (a batch boundary), about `max_bytes`,
+    /// exactly as on disk, from the WAL or the archive. [`ShipError::Behind`] when the log no
+    /// longer holds `from_seq` (the follower needs a snapshot).
+    pub fn read_batches(
+        &self,
+        shard: u32,
+        from_seq: u64,
+        max_bytes: u64,
+    ) -> std::result::Result<Vec<Vec<u8>>, ShipError> {
+        let dir = &self.inner.dir;
+        let (wal, archive) = (dir.join(WAL_DIR), dir.join(ARCHIVE_DIR));
+        let dirs: [&Path; 2] = [&wal, &archive];
+        let mut cursors = self.inner.ship_cursors.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cursors.len() < self.inner.shards.len() {
+            cursors.resize(self.inner.shards.len(), None);
+        }
+        let slot = &mut cursors[shard as usize % self.inner.shards.len().max(1)];
+        let (batches, cursor) =
+            read_batches(&*self.inner.options.vfs, &dirs, shard, from_seq, max_bytes, slot.as_ref())?;
+        if cursor.is_some() {
+            *slot = cursor;
+        }
+        Ok(batches)
+    }
+
+    /// Where a shard's log and state stand.
+    pub fn position(&self, shard: u32) -> Result<ShardPosition> {
+        let handle = self.shard_handle(shard)?;
+        let applied_seq = handle.applied.get();
+        let role = *handle.role.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ShardPosition { shard, role, next_seq: applied_seq + 1, applied_seq })
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.inner.shards.len() as u32
+    }
+}

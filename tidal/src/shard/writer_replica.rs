@@ -1,0 +1,174 @@
+//! The writer thread's replication duties: its role, the leader's quorum-held acks, the
+//! fsync reports a runtime ships by, and a follower's shipped batches.
+//!
+//! A follower appends a leader's batches with [`crate::wal::WalWriter::append_encoded`] (the
+//! exact bytes, both CRCs checked again), fsyncs, and only then applies them through the
+//! same engine the leader used ([`engine::apply_batch`]), so what reads see on a follower is
+//! durable there. A duplicate or a gap is refused: the protocol in front of the store must
+//! never send one, and a batch that does not continue the log changes nothing.
+
+use std::sync::atomic::Ordering;
+
+use super::engine::{self, BatchOutcome};
+use super::role::{AckMode, DurableEvent, ShardRole};
+use super::writer::{PendingAck, ShardWriter};
+use crate::error::{Error, Result};
+use crate::wal::decode_batch;
+
+impl ShardWriter {
+    /// Why this shard refuses writes now, if it does.
+    pub(super) fn write_refusal(&self) -> Option<Error> {
+        if self.failed.is_some() {
+            return Some(self.failed_error());
+        }
+        match self.role {
+            ShardRole::Standalone | ShardRole::Leader { .. } => None,
+            ShardRole::Follower { epoch, leader } => {
+                Some(Error::NotLeader { shard: self.shard, epoch, leader })
+            }
+            ShardRole::Recovering { epoch } => {
+                Some(Error::NotLeader { shard: self.shard, epoch, leader: None })
+            }
+        }
+    }
+
+    pub(super) fn set_role(&mut self, role: ShardRole) -> Result<()> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
+        }
+        let leading = matches!(role, ShardRole::Leader { .. });
+        if !leading {
+            // Writes waiting for a quorum will never get it from this node now.
+            let epoch = role.epoch();
+            for (_, held) in self.waiting.drain(..) {
+                for (reply, _) in held {
+                    let _ = reply.send(Err(Error::NotLeader { shard: self.shard, epoch, leader: None }));
+                }
+            }
+        }
+        if !matches!(role, ShardRole::Standalone) && self.unsynced {
+            // A replica's log must be durable before its role changes hands.
+            self.wal.sync().map_err(|e| {
+                self.fail(&e);
+                self.failed_error()
+            })?;
+            self.unsynced = false;
+        }
+        self.wal.set_epoch(if leading { role.epoch() } else { 0 });
+        self.committed = self.committed.max(if leading { 0 } else { self.wal.next_seq() - 1 });
+        self.role = role;
+        tracing::info!(shard = self.shard, ?role, next_seq = self.wal.next_seq(), "shard role set");
+        Ok(())
+    }
+
+    /// Whether a write in mode `ack` waits for the quorum commit.
+    pub(super) fn holds_for_quorum(&self, ack: AckMode) -> bool {
+        ack == AckMode::Quorum && matches!(self.role, ShardRole::Leader { .. })
+    }
+
+    /// Holds `replies` until the commit reaches `last_seq` (or answers them if it has).
+    pub(super) fn hold(&mut self, last_seq: u64, replies: Vec<PendingAck>) {
+        if replies.is_empty() {
+            return;
+        }
+        if self.committed >= last_seq {
+            for (reply, acks) in replies {
+                let _ = reply.send(acks);
+            }
+            return;
+        }
+        self.waiting.push_back((last_seq, replies));
+    }
+
+    /// A quorum holds everything through `seq`: answer the writes it covers.
+    pub(super) fn release(&mut self, seq: u64) {
+        self.committed = self.committed.max(seq);
+        while self.waiting.front().is_some_and(|(last, _)| *last <= self.committed) {
+            let (_, replies) = self.waiting.pop_front().expect("front");
+            for (reply, acks) in replies {
+                let _ = reply.send(acks);
+            }
+        }
+    }
+
+    /// Tells the runtime (if any) how far the log is durable.
+    pub(super) fn report_durable(&mut self) {
+        if let Some(tx) = &self.subscriber {
+            let event = DurableEvent { shard: self.shard, seq: self.wal.next_seq() - 1 };
+            if tx.send(event).is_err() {
+                self.subscriber = None;
+            }
+        }
+    }
+
+    /// A follower's step: append every batch raw, fsync once, then apply them in order.
+    /// Returns the applied seq.
+    pub(super) fn apply_shipped(&mut self, batches: Vec<Vec<u8>>) -> Result<u64> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
+        }
+        if !matches!(self.role, ShardRole::Follower { .. } | ShardRole::Recovering { .. }) {
+            return Err(Error::InvalidState(format!(
+                "shard {} leads: it takes no shipped batches",
+                self.shard
+            )));
+        }
+        let mut appended = 0;
+        for bytes in &batches {
+            match self.wal.append_encoded(bytes) {
+                Ok(info) => {
+                    appended += 1;
+                    self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
+                }
+                Err(e @ crate::wal::WalError::Refused(_)) => {
+                    // Nothing of this batch was written; what came before it is applied below.
+                    tracing::warn!(shard = self.shard, error = %e, "shipped batch refused");
+                    self.sync_and_apply(&batches[..appended])?;
+                    return Err(Error::Wal(e));
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return Err(self.failed_error());
+                }
+            }
+        }
+        self.sync_and_apply(&batches)
+    }
+
+    fn sync_and_apply(&mut self, batches: &[Vec<u8>]) -> Result<u64> {
+        if batches.is_empty() {
+            return Ok(self.applied.get());
+        }
+        if let Err(e) = self.timed_sync() {
+            self.fail(&e);
+            return Err(self.failed_error());
+        }
+        let mut deltas = Vec::new();
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for bytes in batches {
+            let (header, payload, _) = decode_batch(bytes).map_err(|e| Error::InvalidState(e.to_string()))?;
+            self.clock.observe_trusted(header.hlc_max);
+            match engine::apply_batch(&mut state, &header, payload, self.node_id)? {
+                BatchOutcome::Applied(applied) => deltas.extend(applied.index_deltas),
+                other => {
+                    return Err(Error::InvalidState(format!(
+                        "shard {}: shipped batch at seq {} is {other:?} after its append",
+                        self.shard, header.first_seq
+                    )));
+                }
+            }
+            self.metrics.signals_written.fetch_add(u64::from(header.record_count), Ordering::Relaxed);
+            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        let applied_seq = state.applied_seq;
+        drop(state);
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for (item, delta) in &deltas {
+                index.add(item, *delta);
+            }
+        }
+        self.applied.publish(applied_seq);
+        Ok(applied_seq)
+    }
+}

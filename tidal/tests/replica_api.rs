@@ -1,0 +1,82 @@
+//! The store's replication surface, driven by hand as a runtime would: roles, quorum-held
+//! acks, shipping a leader's batches to a follower, and reading the log back.
+
+use std::time::Duration;
+
+use tidal::shard::role::{AckMode, ShardRole};
+use tidal::wal::ship::ShipError;
+use tidal::wal::{BatchHeader, decode_batch};
+use tidal::{Db, Error, Options, Signal, SignalKind};
+
+fn open(dir: &std::path::Path, node: u32) -> Db {
+    // Replicas share every pinned parameter, the decay reference time included.
+    let options =
+        Options { shards: Some(1), node_id: node, created_ms: Some(1_700_000_000_000), ..Options::default() };
+    Db::open(dir, options).unwrap()
+}
+
+fn signals(from: u32, n: u32) -> Vec<Signal> {
+    (from..from + n)
+        .map(|i| Signal::new(format!("u{}", i % 3), format!("item-{i}"), SignalKind::Like))
+        .collect()
+}
+
+#[test]
+fn a_follower_applies_shipped_batches_and_quorum_acks_wait_for_the_commit() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader, follower) = (open(a.path(), 1), open(b.path(), 2));
+    leader.set_role(0, ShardRole::Leader { epoch: 4 }).unwrap();
+    follower.set_role(0, ShardRole::Follower { epoch: 4, leader: Some(1) }).unwrap();
+    let durable = leader.subscribe_durable().unwrap();
+
+    // Leader-mode writes are acknowledged at the leader's fsync.
+    let acks = leader.submit_with(signals(0, 5), AckMode::Leader).unwrap().wait().unwrap();
+    assert_eq!(acks.last().unwrap().seq, 5);
+    assert_eq!(durable.recv_timeout(Duration::from_secs(5)).unwrap().seq, 5);
+
+    // A quorum-mode write waits until the runtime says a quorum holds it.
+    let pending = leader.submit_with(signals(5, 3), AckMode::Quorum).unwrap();
+    assert_eq!(durable.recv_timeout(Duration::from_secs(5)).unwrap().seq, 8);
+    let batches = leader.read_batches(0, 1, u64::MAX).unwrap();
+    assert_eq!(batches.len(), 2);
+    let (header, _, _) = decode_batch(&batches[1]).unwrap();
+    assert_eq!((header.version, header.epoch, header.origin_node), (3, 4, 1));
+    assert_eq!(follower.apply_shipped(0, batches.clone()).unwrap(), 8);
+    leader.commit(0, 8).unwrap();
+    assert_eq!(pending.wait().unwrap().len(), 3);
+
+    // Same batches, same state; the follower's log holds the leader's bytes.
+    assert_eq!(follower.digests(), leader.digests());
+    assert_eq!(follower.read_batches(0, 1, u64::MAX).unwrap(), batches);
+    assert_eq!(follower.item("item-6").unwrap().state.count(&SignalKind::Like), 1);
+
+    // A write to the follower names the leader; a re-shipped batch is refused.
+    let err = follower.write(Signal::new("u", "x", SignalKind::Click)).unwrap_err();
+    assert!(matches!(err, Error::NotLeader { shard: 0, epoch: 4, leader: Some(1) }), "{err}");
+    assert!(follower.apply_shipped(0, vec![batches[0].clone()]).is_err());
+    assert_eq!(follower.digests(), leader.digests());
+    assert!(matches!(leader.read_batches(0, 2, 10), Err(ShipError::NotABoundary(2))));
+}
+
+#[test]
+fn leaving_the_leader_role_fails_the_writes_waiting_for_a_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), 1);
+    db.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    let pending = db.submit_with(signals(0, 2), AckMode::Quorum).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    db.set_role(0, ShardRole::Follower { epoch: 2, leader: Some(3) }).unwrap();
+    let err = pending.wait().unwrap_err();
+    assert!(matches!(err, Error::NotLeader { .. }), "{err}");
+    assert_eq!(db.role(0).unwrap(), ShardRole::Follower { epoch: 2, leader: Some(3) });
+}
+
+#[test]
+fn a_standalone_store_keeps_writing_v2_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), 1);
+    db.write_batch(signals(0, 2)).unwrap();
+    let batches = db.read_batches(0, 1, u64::MAX).unwrap();
+    let (header, _) = BatchHeader::decode(&batches[0]).unwrap();
+    assert_eq!((header.version, header.epoch), (2, 0));
+}
