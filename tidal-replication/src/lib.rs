@@ -13,6 +13,7 @@
 //! `tidal::shard::engine`.
 
 pub mod log;
+pub mod node;
 pub mod protocol;
 pub mod sim;
 pub mod transport;

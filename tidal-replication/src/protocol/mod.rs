@@ -76,7 +76,7 @@ pub trait BatchSource {
 }
 
 /// Counters a protocol machine keeps (exported as metrics by the runtime).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProtocolStats {
     pub batches_appended: u64,
     pub batches_duplicate: u64,

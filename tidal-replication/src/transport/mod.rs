@@ -5,6 +5,7 @@
 //! twice, out of order, or never. Sends never block and never buffer without bound: a full
 //! queue is [`SendError::Full`] (backpressure; the sender retries later or drops).
 
+pub mod channel;
 pub mod rng;
 pub mod sim;
 

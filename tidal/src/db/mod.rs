@@ -447,6 +447,7 @@ fn start_writer(
         role: ShardRole::Standalone,
         waiting: Default::default(),
         committed: 0,
+        log_bytes: 0,
         subscriber: None,
     };
     let (tx, rx) = sync_channel(options.write_queue_max);

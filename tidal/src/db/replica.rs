@@ -98,6 +98,18 @@ impl Db {
         Ok(batches)
     }
 
+    /// The epoch starts `(epoch, first_seq)` of `shard`'s log from `from_seq` on, and the
+    /// last seq it holds, from batch headers (see [`crate::wal::ship::scan_epochs`]).
+    pub fn scan_epochs(
+        &self,
+        shard: u32,
+        from_seq: u64,
+    ) -> std::result::Result<(Vec<(u64, u64)>, u64), ShipError> {
+        let dir = &self.inner.dir;
+        let (wal, archive) = (dir.join(WAL_DIR), dir.join(ARCHIVE_DIR));
+        crate::wal::ship::scan_epochs(&*self.inner.options.vfs, &[&wal, &archive], shard, from_seq)
+    }
+
     /// Where a shard's log and state stand.
     pub fn position(&self, shard: u32) -> Result<ShardPosition> {
         let handle = self.shard_handle(shard)?;

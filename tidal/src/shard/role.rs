@@ -67,6 +67,8 @@ impl ShardRole {
 pub struct DurableEvent {
     pub shard: u32,
     pub seq: u64,
+    /// Bytes this shard's writer has appended since the store opened (for lag in bytes).
+    pub log_bytes: u64,
 }
 
 /// A shard's replication-relevant position.

@@ -102,6 +102,8 @@ pub(crate) struct ShardWriter {
     pub waiting: std::collections::VecDeque<(u64, Vec<PendingAck>)>,
     /// Highest seq a quorum holds (leader) as last released.
     pub committed: u64,
+    /// Bytes appended since the store opened (reported with fsyncs).
+    pub log_bytes: u64,
     /// Where fsyncs are reported (a replication runtime).
     pub subscriber: Option<std::sync::mpsc::Sender<DurableEvent>>,
 }
@@ -292,6 +294,7 @@ impl ShardWriter {
         debug_assert_eq!(info.first_seq, base_seq);
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
+        self.log_bytes += info.bytes;
         self.metrics.signals_written.fetch_add(records.len() as u64, Ordering::Relaxed);
         let due = match self.durability {
             Durability::Fsync => true,

@@ -94,7 +94,8 @@ impl ShardWriter {
     /// Tells the runtime (if any) how far the log is durable.
     pub(super) fn report_durable(&mut self) {
         if let Some(tx) = &self.subscriber {
-            let event = DurableEvent { shard: self.shard, seq: self.wal.next_seq() - 1 };
+            let event =
+                DurableEvent { shard: self.shard, seq: self.wal.next_seq() - 1, log_bytes: self.log_bytes };
             if tx.send(event).is_err() {
                 self.subscriber = None;
             }
@@ -118,6 +119,7 @@ impl ShardWriter {
             match self.wal.append_encoded(bytes) {
                 Ok(info) => {
                     appended += 1;
+                    self.log_bytes += info.bytes;
                     self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
                 }
                 Err(e @ crate::wal::WalError::Refused(_)) => {

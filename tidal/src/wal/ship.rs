@@ -84,6 +84,41 @@ pub fn read_batches(
     Ok((out, Some(cursor)))
 }
 
+/// The epoch of every batch of `shard` from `from_seq` (a batch boundary; 1 for the whole
+/// log) to the end, walking headers only: `(epoch, first_seq)` where the epoch changes, and
+/// the last seq held. What a replica's epoch history is rebuilt from.
+pub fn scan_epochs(
+    vfs: &dyn Vfs,
+    dirs: &[&Path],
+    shard: u32,
+    from_seq: u64,
+) -> Result<(Vec<(u64, u64)>, u64), ShipError> {
+    let segments = shard_segments(vfs, dirs, shard)?;
+    let mut starts: Vec<(u64, u64)> = Vec::new();
+    let mut end = from_seq.saturating_sub(1);
+    let first = segments.partition_point(|s| s.first_seq <= from_seq).saturating_sub(1);
+    for segment in segments.iter().skip(first) {
+        let path = &segment.path;
+        let io = |e| WalError::io("read segment", path, e);
+        let len = vfs.file_len(path).map_err(io)?;
+        let (mut offset, mut seq) = (0u64, segment.first_seq);
+        while offset < len {
+            let head = vfs.read_range(path, offset, HEADER_V2_BYTES).map_err(io)?;
+            let Ok((header, _)) = BatchHeader::decode(&head) else { break };
+            if offset + header.batch_len() as u64 > len {
+                break;
+            }
+            if seq >= from_seq && starts.last().is_none_or(|&(e, _)| e < header.epoch) {
+                starts.push((header.epoch, header.first_seq));
+            }
+            offset += header.batch_len() as u64;
+            seq = header.next_seq();
+            end = end.max(seq - 1);
+        }
+    }
+    Ok((starts, end))
+}
+
 fn shard_segments(vfs: &dyn Vfs, dirs: &[&Path], shard: u32) -> Result<Vec<SegmentName>, WalError> {
     let mut segments: Vec<SegmentName> = Vec::new();
     for dir in dirs {
@@ -189,6 +224,21 @@ mod tests {
         assert!(matches!(read_batches(&vfs, &[dir], 2, 32, 10, None), Err(ShipError::NotABoundary(32))));
         assert!(read_batches(&vfs, &[dir], 2, 121, 10, None).unwrap().0.is_empty());
         assert!(read_batches(&vfs, &[dir], 7, 1, 10, None).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn epochs_are_scanned_from_headers() {
+        let vfs = SimVfs::new();
+        let dir = Path::new("/db/wal");
+        let mut w = WalWriter::open(Arc::new(vfs.clone()), dir, 2, 1, None, 512).unwrap();
+        let s = Signal::new("u", "i", SignalKind::Click);
+        for epoch in [0, 0, 3, 3, 3, 5] {
+            w.set_epoch(epoch);
+            w.append(&[(Hlc(1), s.as_ref()), (Hlc(2), s.as_ref())]).unwrap();
+        }
+        w.sync().unwrap();
+        assert_eq!(scan_epochs(&vfs, &[dir], 2, 1).unwrap(), (vec![(0, 1), (3, 5), (5, 11)], 12));
+        assert_eq!(scan_epochs(&vfs, &[dir], 2, 7).unwrap(), (vec![(3, 7), (5, 11)], 12));
     }
 
     #[test]

@@ -1,0 +1,353 @@
+//! One shard replica inside the runtime: its protocol machine and the execution of the
+//! machine's actions against the store.
+
+use std::collections::VecDeque;
+
+use tidal::Db;
+use tidal::shard::role::{DurableEvent, ShardRole};
+use tidal::wal::ship::ShipError;
+
+use super::epoch_file::{self, EpochRecord};
+use super::status::{FollowerStatus, ShardStatus};
+use super::{NodeConfig, NodeError, ShardPlacement};
+use crate::log::EpochHistory;
+use crate::protocol::replica::{Replica, Role};
+use crate::protocol::{Action, BatchSource, Message, Refusal, SourceError};
+use crate::transport::{NodeId, Transport};
+
+/// Leader-side record of when each seq became durable, for lag in bytes and time.
+const DURABLE_MARKS_MAX: usize = 8192;
+
+/// The store read as a [`BatchSource`] for one shard.
+struct DbSource<'d> {
+    db: &'d Db,
+    shard: u32,
+}
+
+impl BatchSource for DbSource<'_> {
+    fn read_from(&self, from_seq: u64, max_bytes: u64) -> Result<Vec<Vec<u8>>, SourceError> {
+        self.db.read_batches(self.shard, from_seq, max_bytes).map_err(|e| match e {
+            ShipError::Behind { seq, oldest } => SourceError::Behind { seq, oldest },
+            other => SourceError::Io(other.to_string()),
+        })
+    }
+}
+
+pub(super) struct ShardRuntime {
+    pub shard: u32,
+    node: NodeId,
+    state_dir: std::path::PathBuf,
+    replica: Replica,
+    record: EpochRecord,
+    /// Batches of the current action list waiting for their `Sync`.
+    appends: Vec<Vec<u8>>,
+    /// First actions (a leader's recovery), run by `start`.
+    initial: Vec<Action>,
+    /// (seq, log bytes, ms) of the leader's fsyncs, oldest first.
+    marks: VecDeque<(u64, u64, u64)>,
+    failed: Option<String>,
+}
+
+impl ShardRuntime {
+    /// The replica of `placement` as its persisted record and the store's log say.
+    pub fn open(
+        db: &Db,
+        cfg: &NodeConfig,
+        placement: &ShardPlacement,
+        now_ms: u64,
+    ) -> Result<ShardRuntime, NodeError> {
+        let shard = placement.shard;
+        let state_err = |source| NodeError::State { path: cfg.state_dir.clone(), source };
+        let record =
+            epoch_file::load(&cfg.state_dir, shard).map_err(state_err)?.unwrap_or_else(|| EpochRecord {
+                epoch: 0,
+                leader: Some(placement.initial_leader.0),
+                leading: placement.initial_leader == cfg.node,
+                history: Vec::new(),
+            });
+        let (history, end) = rebuild_history(db, shard, &record)?;
+        let leader_cfg = cfg.leader_config(placement);
+        let (replica, initial) = if record.leading {
+            Replica::leader(cfg.node, leader_cfg, record.epoch, history, end, now_ms)
+        } else {
+            let leader = record.leader.map(NodeId);
+            (Replica::follower(cfg.node, leader_cfg, record.epoch, leader, history, end), Vec::new())
+        };
+        let role = if record.leading {
+            ShardRole::Recovering { epoch: replica.epoch() }
+        } else {
+            ShardRole::Follower { epoch: record.epoch, leader: record.leader }
+        };
+        db.set_role(shard, role)?;
+        tracing::info!(shard, node = %cfg.node, ?role, end, "replica opened");
+        Ok(ShardRuntime {
+            shard,
+            node: cfg.node,
+            state_dir: cfg.state_dir.clone(),
+            replica,
+            record,
+            appends: Vec::new(),
+            initial,
+            marks: VecDeque::new(),
+            failed: None,
+        })
+    }
+
+    pub fn start(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) {
+        let actions = std::mem::take(&mut self.initial);
+        self.execute(db, transport, actions, now_ms);
+    }
+
+    pub fn handle(
+        &mut self,
+        db: &Db,
+        transport: &mut dyn Transport,
+        from: NodeId,
+        message: Message,
+        now_ms: u64,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let actions = self.replica.handle(from, message, now_ms, &DbSource { db, shard: self.shard });
+        self.execute(db, transport, actions, now_ms);
+    }
+
+    pub fn tick(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) {
+        if self.failed.is_some() {
+            return;
+        }
+        let actions = self.replica.tick(now_ms, &DbSource { db, shard: self.shard });
+        self.execute(db, transport, actions, now_ms);
+    }
+
+    /// The store's writer fsynced through `event.seq`: a serving leader ships it.
+    pub fn on_durable(&mut self, db: &Db, transport: &mut dyn Transport, event: DurableEvent, now_ms: u64) {
+        if self.failed.is_some() || !self.replica.is_serving() {
+            return;
+        }
+        let (end, _) = self.replica.end();
+        if event.seq > end {
+            self.replica.on_local_append(end + 1, event.seq);
+        }
+        self.marks.push_back((event.seq, event.log_bytes, now_ms));
+        if self.marks.len() > DURABLE_MARKS_MAX {
+            self.marks.pop_front();
+        }
+        let actions = self.replica.on_local_durable(event.seq, now_ms, &DbSource { db, shard: self.shard });
+        self.execute(db, transport, actions, now_ms);
+    }
+
+    pub fn promote(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) -> Result<(), NodeError> {
+        self.usable()?;
+        if self.replica.is_leader() {
+            return Err(NodeError::Refused(format!("this node already leads shard {}", self.shard)));
+        }
+        db.set_role(self.shard, ShardRole::Recovering { epoch: self.replica.epoch() + 1 })?;
+        let actions = self.replica.promote(now_ms);
+        self.execute(db, transport, actions, now_ms);
+        self.usable()
+    }
+
+    pub fn demote(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) -> Result<(), NodeError> {
+        self.usable()?;
+        let actions = self.replica.demote();
+        self.execute(db, transport, actions, now_ms);
+        self.usable()
+    }
+
+    fn usable(&self) -> Result<(), NodeError> {
+        match &self.failed {
+            Some(reason) => {
+                Err(NodeError::Refused(format!("shard {} replica stopped: {reason}", self.shard)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn execute(&mut self, db: &Db, transport: &mut dyn Transport, actions: Vec<Action>, now_ms: u64) {
+        for action in actions {
+            if let Err(reason) = self.execute_one(db, transport, action, now_ms) {
+                tracing::error!(shard = self.shard, %reason, "replica stopped");
+                self.failed = Some(reason);
+                return;
+            }
+        }
+    }
+
+    fn execute_one(
+        &mut self,
+        db: &Db,
+        transport: &mut dyn Transport,
+        action: Action,
+        _now_ms: u64,
+    ) -> Result<(), String> {
+        match action {
+            Action::Send { to, message } => {
+                // A full queue or a dead peer: the protocol retries.
+                let _ = transport.send(to, message.encode());
+            }
+            Action::PersistEpoch { epoch, leader } => self.persist_epoch(db, epoch, leader)?,
+            Action::Append(bytes) => self.appends.push(bytes),
+            Action::Sync => {
+                let batches = std::mem::take(&mut self.appends);
+                if !batches.is_empty() {
+                    db.apply_shipped(self.shard, batches)
+                        .map_err(|e| format!("apply shipped batches: {e}"))?;
+                }
+                self.persist_history()?;
+            }
+            Action::SetAside { from_seq } => {
+                return Err(format!(
+                    "set aside the log from seq {from_seq}: not supported by this build yet"
+                ));
+            }
+            Action::SendBatches { to, epoch, from_seq, max_bytes } => {
+                let batches = match db.read_batches(self.shard, from_seq, max_bytes) {
+                    Ok(batches) => batches,
+                    Err(e) => {
+                        tracing::warn!(shard = self.shard, %e, "fetch answered with nothing");
+                        Vec::new()
+                    }
+                };
+                let message = Message::Fetched { shard: self.shard, epoch, from_seq, batches };
+                let _ = transport.send(to, message.encode());
+            }
+            Action::Commit(seq) => db.commit(self.shard, seq).map_err(|e| e.to_string())?,
+            Action::Serve { epoch } => {
+                db.set_role(self.shard, ShardRole::Leader { epoch }).map_err(|e| e.to_string())?;
+                tracing::info!(shard = self.shard, epoch, "leading");
+            }
+            Action::StepDown { epoch } => {
+                let own = Some(self.node.0);
+                let leader = (epoch == self.record.epoch)
+                    .then_some(self.record.leader)
+                    .flatten()
+                    .filter(|&l| Some(l) != own);
+                db.set_role(self.shard, ShardRole::Follower { epoch, leader }).map_err(|e| e.to_string())?;
+                self.record.leading = false;
+                self.store()?;
+                tracing::info!(shard = self.shard, epoch, "stepped down");
+            }
+            Action::InstallSnapshot { to } => {
+                tracing::warn!(shard = self.shard, %to, "follower is behind the log's retention: needs a snapshot install");
+            }
+        }
+        Ok(())
+    }
+
+    fn persist_epoch(&mut self, db: &Db, epoch: u64, leader: Option<NodeId>) -> Result<(), String> {
+        self.record.epoch = epoch;
+        self.record.leader = leader.map(|n| n.0);
+        self.record.leading = leader == Some(self.node);
+        self.record.history = self.replica.history().starts().to_vec();
+        self.store()?;
+        if !self.record.leading && !self.replica.is_leader() {
+            let role = ShardRole::Follower { epoch, leader: self.record.leader };
+            db.set_role(self.shard, role).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn persist_history(&mut self) -> Result<(), String> {
+        let history = self.replica.history().starts();
+        if history != self.record.history.as_slice() {
+            self.record.history = history.to_vec();
+            self.store()?;
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Result<(), String> {
+        epoch_file::store(&self.state_dir, self.shard, &self.record)
+            .map_err(|e| format!("persist epoch record: {e}"))
+    }
+
+    pub fn status(&self, db: &Db) -> ShardStatus {
+        let (end, durable) = self.replica.end();
+        let applied = db.position(self.shard).map(|p| p.applied_seq).unwrap_or(0);
+        let (role, commit, followers) = match self.replica.role() {
+            Role::Leader(l) => {
+                let role = if l.is_serving() { "leader" } else { "recovering" };
+                (role, l.commit(), self.followers(l, durable))
+            }
+            Role::Follower(_) => ("follower", 0, Vec::new()),
+        };
+        ShardStatus {
+            shard: self.shard,
+            role: if self.failed.is_some() { "failed" } else { role },
+            epoch: self.replica.epoch(),
+            leader: if self.replica.is_leader() { Some(self.node.0) } else { self.record.leader },
+            end,
+            durable,
+            applied,
+            commit,
+            followers,
+            stats: self.replica.stats().clone(),
+            failed: self.failed.clone(),
+        }
+    }
+
+    fn followers(&self, leader: &crate::protocol::leader::Leader, durable: u64) -> Vec<FollowerStatus> {
+        let now = self.marks.back().map_or(0, |m| m.2);
+        let (_, log_bytes_now, _) = self.marks.back().copied().unwrap_or_default();
+        leader
+            .peers()
+            .iter()
+            .map(|(id, p)| {
+                let lag_records = durable.saturating_sub(p.durable);
+                // The first fsync that covered a seq the follower lacks.
+                let mark = self.marks.iter().find(|(seq, _, _)| *seq > p.durable);
+                let (lag_bytes, lag_ms) = match (lag_records, mark) {
+                    (0, _) | (_, None) => (0, 0),
+                    (_, Some(&(_, bytes, at))) => {
+                        let before =
+                            self.marks.iter().rev().find(|(seq, _, _)| *seq <= p.durable).map_or(0, |m| m.1);
+                        (
+                            log_bytes_now.saturating_sub(before).max(bytes.saturating_sub(before)),
+                            now.saturating_sub(at),
+                        )
+                    }
+                };
+                FollowerStatus {
+                    node: id.0,
+                    durable: p.durable,
+                    applied: p.applied,
+                    lag_records,
+                    lag_bytes,
+                    lag_ms,
+                    last_heard_ms_ago: p.last_heard_ms.map(|t| now.saturating_sub(t)),
+                    needs_snapshot: p.needs_snapshot,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The epoch history of `shard`'s log: the persisted one up to its last epoch start, then
+/// the batch headers from there to the end (a batch appended after the record was written
+/// is not missed). Returns it with the log's last seq.
+fn rebuild_history(db: &Db, shard: u32, record: &EpochRecord) -> Result<(EpochHistory, u64), NodeError> {
+    let from = record.history.last().map_or(1, |&(_, start)| start);
+    let (scanned, end) =
+        db.scan_epochs(shard, from).map_err(|e| NodeError::Refused(format!("scan shard {shard}: {e}")))?;
+    let mut starts: Vec<(u64, u64)> =
+        record.history.iter().copied().filter(|&(_, start)| start < from && start <= end).collect();
+    starts.extend(scanned.into_iter().filter(|&(epoch, _)| epoch > 0));
+    let history = EpochHistory::from_starts(starts.clone())
+        .ok_or_else(|| NodeError::Refused(format!("shard {shard}: inconsistent epoch history {starts:?}")))?;
+    Ok((history, end))
+}
+
+/// A message for a shard this node does not host: say so (counted by the sender).
+pub(super) fn refuse_unknown_shard(transport: &mut dyn Transport, from: NodeId, message: &Message) {
+    if matches!(message, Message::Probe { .. } | Message::Append { .. } | Message::Fetch { .. }) {
+        let refused = Message::Refused {
+            shard: message.shard(),
+            epoch: message.epoch(),
+            reason: Refusal::UnknownShard,
+            end: Default::default(),
+        };
+        let _ = transport.send(from, refused.encode());
+    }
+}

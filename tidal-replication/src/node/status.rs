@@ -1,0 +1,49 @@
+//! What `tidal cluster status` and the metrics show of a node's replicas.
+
+use serde::Serialize;
+
+use crate::protocol::ProtocolStats;
+
+/// Every shard replica a node hosts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeStatus {
+    pub node: u32,
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One shard replica.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardStatus {
+    pub shard: u32,
+    /// `leader`, `recovering` (a leader learning its followers' logs), `follower` or `failed`.
+    pub role: &'static str,
+    pub epoch: u64,
+    /// The leader this replica knows of (itself when it leads).
+    pub leader: Option<u32>,
+    /// Last seq of its log, the seq through which it is durable, applied, and (leader) the
+    /// quorum commit.
+    pub end: u64,
+    pub durable: u64,
+    pub applied: u64,
+    pub commit: u64,
+    /// A leader's view of its followers.
+    pub followers: Vec<FollowerStatus>,
+    pub stats: ProtocolStats,
+    /// Why this replica stopped, if it did.
+    pub failed: Option<String>,
+}
+
+/// A leader's view of one follower.
+#[derive(Clone, Debug, Serialize)]
+pub struct FollowerStatus {
+    pub node: u32,
+    pub durable: u64,
+    pub applied: u64,
+    /// How far behind the leader's durable seq: records, bytes, and milliseconds since the
+    /// first record it lacks became durable on the leader (0 when caught up).
+    pub lag_records: u64,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    pub last_heard_ms_ago: Option<u64>,
+    pub needs_snapshot: bool,
+}
