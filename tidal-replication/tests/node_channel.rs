@@ -113,3 +113,35 @@ fn three_stores_replicate_catch_up_and_fail_over_by_promotion() {
     let err = db(&members, 0).write(Signal::new("u", "y", SignalKind::Click)).unwrap_err();
     assert!(matches!(err, Error::NotLeader { .. }), "{err}");
 }
+
+/// A leader cut off from its followers keeps acknowledging leader-mode writes that nobody
+/// else has. Once a follower is promoted and the old leader hears of the new epoch, it
+/// steps down and moves those records aside (kept in `divergent/`), then follows.
+#[test]
+fn a_deposed_leaders_unreplicated_tail_is_set_aside_not_merged() {
+    let dirs: Vec<_> = NODES.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let net = ChannelNet::new();
+    let members: Vec<Member> = NODES.iter().zip(&dirs).map(|(&id, d)| start(&net, d.path(), id)).collect();
+    let common = write(&members[0].db, signals(0, 30), AckMode::Quorum).last().unwrap().seq;
+    for m in &members[1..] {
+        eventually("followers caught up", || m.db.position(0).unwrap().applied_seq == common);
+    }
+    net.cut(NODES[0]);
+    let lost = write(&members[0].db, signals(30, 7), AckMode::Leader);
+    assert_eq!(lost.first().unwrap().seq, common + 1);
+    members[1].node.promote(0).unwrap();
+    let fresh = write(&members[1].db, signals(100, 12), AckMode::Quorum);
+    assert_eq!(fresh.first().unwrap().seq, common + 1, "the new leader reuses the seqs nobody else had");
+    net.restore(NODES[0]);
+    let last = fresh.last().unwrap().seq;
+    eventually("the old leader follows", || members[0].db.position(0).unwrap().applied_seq == last);
+    eventually("the digests agree", || members[0].db.digests() == members[1].db.digests());
+    assert!(members[0].db.item("item-30").is_none(), "a set-aside signal is not applied");
+    assert!(members[0].db.item("item-100").is_some());
+    eventually("the status tells of the set-aside", || {
+        let status = members[0].node.status();
+        (status.shards[0].role, status.shards[0].set_aside_records) == ("follower", 7)
+    });
+    let divergent = std::fs::read_dir(dirs[0].path().join("data/divergent")).unwrap().count();
+    assert_eq!(divergent, 1);
+}

@@ -146,6 +146,20 @@ impl ScoreIndex {
         }
     }
 
+    /// Drops an item whose score is exactly zero (after its only shard's share was taken
+    /// back: a set-aside tail). Returns whether it was dropped.
+    pub fn forget_if_zero(&mut self, item: &str) -> bool {
+        match self.scores.get(item) {
+            Some(&(score, hash)) if score == 0.0 => {
+                if let Some((key, _)) = self.scores.remove_entry(item) {
+                    self.order.remove(&(Key(score), hash, key));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Builds the index from per-shard contributions in one pass: sums per item first, then
     /// one sorted bulk build (inserting one by one would compare ids on every tie).
     pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a Arc<str>, f64)>) -> ScoreIndex {

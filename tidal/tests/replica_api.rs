@@ -80,3 +80,43 @@ fn a_standalone_store_keeps_writing_v2_headers() {
     let (header, _) = BatchHeader::decode(&batches[0]).unwrap();
     assert_eq!((header.version, header.epoch), (2, 0));
 }
+
+/// A divergent tail leaves intact: the log, the state, the snapshots and the ranking are
+/// as if it had never been written, and its bytes wait in `divergent/`.
+#[test]
+fn set_aside_cuts_the_log_and_rebuilds_the_shard() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (db, reference) = (open(a.path(), 1), open(b.path(), 2));
+    db.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    reference.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+    db.submit_with(signals(0, 4), AckMode::Leader).unwrap().wait().unwrap();
+    db.submit_with(signals(4, 4), AckMode::Leader).unwrap().wait().unwrap();
+    let kept = db.read_batches(0, 1, u64::MAX).unwrap();
+    reference.apply_shipped(0, kept.clone()).unwrap();
+    // The tail to set aside, with a snapshot that covers part of it.
+    db.submit_with(signals(8, 3), AckMode::Leader).unwrap().wait().unwrap();
+    db.snapshot().unwrap();
+    db.submit_with(signals(11, 2), AckMode::Leader).unwrap().wait().unwrap();
+    let tail = db.read_batches(0, 9, u64::MAX).unwrap();
+    db.set_role(0, ShardRole::Follower { epoch: 2, leader: Some(3) }).unwrap();
+
+    let report = db.set_aside(0, 9).unwrap();
+    assert_eq!((report.batches, report.records), (2, 5));
+    let saved = std::fs::read(report.file.as_ref().unwrap()).unwrap();
+    assert_eq!(saved, tail.concat());
+    assert_eq!(db.position(0).unwrap().applied_seq, 8);
+    assert_eq!(db.read_batches(0, 1, u64::MAX).unwrap(), kept);
+    assert_eq!(db.digests(), reference.digests());
+    assert!(db.item("item-9").is_none());
+    let top = db.top_k(100, 0).unwrap();
+    assert_eq!(top.items.len(), 8, "the ranking lost the set-aside items: {:?}", top.items);
+    assert!(top.items.iter().all(|r| r.item != "item-9"));
+    // The log continues at 9 (with the new leader's batches), and survives a reopen.
+    let next = reference.read_batches(0, 1, u64::MAX).unwrap();
+    assert_eq!(next, kept);
+    drop(reference);
+    db.close().unwrap();
+    let db = open(a.path(), 1);
+    assert_eq!(db.position(0).unwrap().applied_seq, 8);
+    assert!(db.item("item-9").is_none());
+}

@@ -46,6 +46,8 @@ pub(super) struct ShardRuntime {
     /// (seq, log bytes, ms) of the leader's fsyncs, oldest first.
     marks: VecDeque<(u64, u64, u64)>,
     failed: Option<String>,
+    /// Records moved to `divergent/` so far.
+    set_aside_records: u64,
 }
 
 impl ShardRuntime {
@@ -90,6 +92,7 @@ impl ShardRuntime {
             initial,
             marks: VecDeque::new(),
             failed: None,
+            set_aside_records: 0,
         })
     }
 
@@ -198,9 +201,18 @@ impl ShardRuntime {
                 self.persist_history()?;
             }
             Action::SetAside { from_seq } => {
-                return Err(format!(
-                    "set aside the log from seq {from_seq}: not supported by this build yet"
-                ));
+                let report = db
+                    .set_aside(self.shard, from_seq)
+                    .map_err(|e| format!("set aside from seq {from_seq}: {e}"))?;
+                tracing::warn!(
+                    shard = self.shard,
+                    from_seq,
+                    batches = report.batches,
+                    records = report.records,
+                    file = ?report.file,
+                    "divergent tail set aside for reconciliation"
+                );
+                self.set_aside_records += report.records;
             }
             Action::SendBatches { to, epoch, from_seq, max_bytes } => {
                 let batches = match db.read_batches(self.shard, from_seq, max_bytes) {
@@ -284,6 +296,7 @@ impl ShardRuntime {
             commit,
             followers,
             stats: self.replica.stats().clone(),
+            set_aside_records: self.set_aside_records,
             failed: self.failed.clone(),
         }
     }

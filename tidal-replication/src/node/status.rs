@@ -29,6 +29,8 @@ pub struct ShardStatus {
     /// A leader's view of its followers.
     pub followers: Vec<FollowerStatus>,
     pub stats: ProtocolStats,
+    /// Records of a divergent tail this replica moved to `divergent/` (for reconciliation).
+    pub set_aside_records: u64,
     /// Why this replica stopped, if it did.
     pub failed: Option<String>,
 }

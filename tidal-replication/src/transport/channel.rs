@@ -38,9 +38,14 @@ impl ChannelNet {
         (ChannelTransport { net: self.clone(), local: node }, rx)
     }
 
-    /// Drops every message to and from `node` until it joins again.
+    /// Drops every message to and from `node` until it joins again or is restored.
     pub fn cut(&self, node: NodeId) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).cut.insert(node);
+    }
+
+    /// Ends a [`ChannelNet::cut`].
+    pub fn restore(&self, node: NodeId) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).cut.remove(&node);
     }
 }
 

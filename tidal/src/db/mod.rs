@@ -404,6 +404,7 @@ fn start_writer(
     (index, metrics): (&Arc<RwLock<ScoreIndex>>, &Arc<Metrics>),
 ) -> Result<ShardHandle> {
     let OpenedShard { state, scan, recovery } = opened;
+    let scoring = state.scoring;
     let shard = recovery.shard;
     let next_seq = scan.next_seq.max(state.applied_seq + 1);
     let wal = WalWriter::open(
@@ -448,6 +449,13 @@ fn start_writer(
         waiting: Default::default(),
         committed: 0,
         log_bytes: 0,
+        reopen: Arc::new(crate::shard::set_aside::Reopen {
+            options: options.clone(),
+            paths: paths.clone(),
+            params: *params,
+            scoring,
+            divergent_dir: divergent_dir(&paths.wal_dir),
+        }),
         subscriber: None,
     };
     let (tx, rx) = sync_channel(options.write_queue_max);
@@ -463,6 +471,11 @@ fn start_writer(
         tx,
         thread: Mutex::new(Some(thread)),
     })
+}
+
+/// `divergent/` next to `wal/` in the data directory.
+fn divergent_dir(wal_dir: &Path) -> PathBuf {
+    wal_dir.parent().unwrap_or(wal_dir).join(crate::shard::set_aside::DIVERGENT_DIR)
 }
 
 /// Moves snapshots that failed their checks aside (`*.snap.damaged`, kept for forensics)

@@ -16,6 +16,7 @@ use super::{Db, block_on};
 use crate::error::{Error, Result};
 use crate::history::{ARCHIVE_DIR, WAL_DIR};
 use crate::shard::role::{DurableEvent, ShardPosition, ShardRole};
+use crate::shard::set_aside::SetAsideReport;
 use crate::shard::writer::Command;
 use crate::wal::ship::{BatchCursor, ShipError, read_batches};
 
@@ -54,6 +55,16 @@ impl Db {
         let handle = self.shard_handle(shard)?;
         let (reply, rx) = oneshot::channel();
         handle.tx.send(Command::Shipped { batches, reply }).map_err(|_| Error::Closed)?;
+        block_on(rx).map_err(|_| Error::Closed)?
+    }
+
+    /// Moves `shard`'s log from `from_seq` on aside (kept in `divergent/`, never replayed),
+    /// and rebuilds the shard from what is left: what a replica does with records its new
+    /// leader never had. Readers then see the state at `from_seq - 1`.
+    pub fn set_aside(&self, shard: u32, from_seq: u64) -> Result<SetAsideReport> {
+        let handle = self.shard_handle(shard)?;
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(Command::SetAside { from_seq, reply }).map_err(|_| Error::Closed)?;
         block_on(rx).map_err(|_| Error::Closed)?
     }
 

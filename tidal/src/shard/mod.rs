@@ -10,6 +10,7 @@ pub mod digest;
 pub mod engine;
 pub mod role;
 pub mod router;
+pub mod set_aside;
 pub mod snapshot;
 pub(crate) mod snapshot_job;
 pub mod state;
@@ -75,6 +76,7 @@ pub(crate) struct OpenedShard {
     pub recovery: ShardRecovery,
 }
 
+#[derive(Clone)]
 pub(crate) struct ShardPaths {
     pub wal_dir: PathBuf,
     pub snapshot_dir: PathBuf,

@@ -65,6 +65,11 @@ pub(crate) enum Command {
     Subscribe {
         tx: std::sync::mpsc::Sender<DurableEvent>,
     },
+    /// Replication: move the log from `from_seq` on aside and recover from what is left.
+    SetAside {
+        from_seq: u64,
+        reply: oneshot::Sender<Result<super::set_aside::SetAsideReport>>,
+    },
 }
 
 /// Where a write request's acks go.
@@ -104,6 +109,8 @@ pub(crate) struct ShardWriter {
     pub committed: u64,
     /// Bytes appended since the store opened (reported with fsyncs).
     pub log_bytes: u64,
+    /// How to recover this shard again (after a set-aside).
+    pub reopen: Arc<super::set_aside::Reopen>,
     /// Where fsyncs are reported (a replication runtime).
     pub subscriber: Option<std::sync::mpsc::Sender<DurableEvent>>,
 }
@@ -185,6 +192,11 @@ impl ShardWriter {
             }
             Command::Subscribe { tx } => {
                 self.subscriber = Some(tx);
+                false
+            }
+            Command::SetAside { from_seq, reply } => {
+                let reopen = self.reopen.clone();
+                let _ = reply.send(self.set_aside(from_seq, &reopen));
                 false
             }
             Command::Snapshot { reply } => {

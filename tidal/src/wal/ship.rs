@@ -119,6 +119,46 @@ pub fn scan_epochs(
     Ok((starts, end))
 }
 
+/// Cuts `shard`'s log back so it ends at `from_seq - 1` (a batch boundary), in every dir:
+/// the segment holding `from_seq` is truncated there (or removed when it starts there),
+/// later ones are removed, and each directory is synced. The caller saved the bytes first.
+/// Returns the segment a writer appends to next (`None`: create one named `from_seq`).
+pub fn cut_log(
+    vfs: &dyn Vfs,
+    dirs: &[&Path],
+    shard: u32,
+    from_seq: u64,
+) -> Result<Option<PathBuf>, ShipError> {
+    let mut tail = None;
+    for dir in dirs {
+        let segments: Vec<SegmentName> =
+            list_segments(vfs, dir)?.into_iter().filter(|s| s.shard == shard).collect();
+        let mut changed = false;
+        for (i, segment) in segments.iter().enumerate() {
+            let next_first = segments.get(i + 1).map(|s| s.first_seq);
+            let io = |e| WalError::io("cut segment", &segment.path, e);
+            if segment.first_seq >= from_seq {
+                vfs.remove_file(&segment.path).map_err(io)?;
+                changed = true;
+            } else if next_first.is_none_or(|n| n >= from_seq) {
+                // The segment holding from_seq - 1 (and maybe from_seq): cut after that.
+                let cursor = seek(vfs, &segment.path, segment.first_seq, from_seq)?;
+                let len = vfs.file_len(&segment.path).map_err(io)?;
+                let at = cursor.map_or(len, |c| c.offset);
+                if at < len {
+                    vfs.truncate(&segment.path, at).map_err(io)?;
+                }
+                tail = Some(segment.path.clone());
+            }
+        }
+        if changed {
+            vfs.sync_dir(dir).map_err(|e| WalError::io("sync dir", dir, e))?;
+        }
+    }
+    // Only a segment of the WAL directory (the first dir) can be appended to.
+    Ok(tail.filter(|t| t.starts_with(dirs[0])))
+}
+
 fn shard_segments(vfs: &dyn Vfs, dirs: &[&Path], shard: u32) -> Result<Vec<SegmentName>, WalError> {
     let mut segments: Vec<SegmentName> = Vec::new();
     for dir in dirs {
@@ -239,6 +279,28 @@ mod tests {
         w.sync().unwrap();
         assert_eq!(scan_epochs(&vfs, &[dir], 2, 1).unwrap(), (vec![(0, 1), (3, 5), (5, 11)], 12));
         assert_eq!(scan_epochs(&vfs, &[dir], 2, 7).unwrap(), (vec![(3, 7), (5, 11)], 12));
+    }
+
+    /// At every batch boundary (segment boundaries among them): the prefix stays, and a
+    /// writer continues the cut log.
+    #[test]
+    fn cutting_the_log_keeps_exactly_the_prefix() {
+        for kept_batches in 1..40u64 {
+            let vfs = SimVfs::new();
+            let dir = Path::new("/db/wal");
+            let written = write_log(&vfs, dir, 40, 1024);
+            let from = kept_batches * 3 + 1;
+            let tail = cut_log(&vfs, &[dir], 2, from).unwrap();
+            let (kept, cursor) = read_batches(&vfs, &[dir], 2, 1, u64::MAX, None).unwrap();
+            assert_eq!(kept, written[..kept_batches as usize].to_vec(), "cut at {from}");
+            assert_eq!(cursor.unwrap().seq, from);
+            let mut w = WalWriter::open(Arc::new(vfs.clone()), dir, 2, from, tail, 1024).unwrap();
+            let s = Signal::new("u", "new", SignalKind::Like);
+            w.append(&[(Hlc(9), s.as_ref())]).unwrap();
+            w.sync().unwrap();
+            let (after, _) = read_batches(&vfs, &[dir], 2, 1, u64::MAX, None).unwrap();
+            assert_eq!(after.len() as u64, kept_batches + 1, "cut at {from}");
+        }
     }
 
     #[test]
