@@ -12,6 +12,7 @@
 //! logic stays pure (events in, actions out); the shard engine it applies batches with is
 //! `tidal::shard::engine`.
 
+pub mod cluster;
 pub mod log;
 pub mod node;
 pub mod protocol;
