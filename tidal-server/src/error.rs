@@ -116,6 +116,7 @@ impl ApiError {
             Error::Closed => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::ShardFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shard_failed"),
             Error::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             other => match other.kind() {
                 ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_request"),
                 ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),

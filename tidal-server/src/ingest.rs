@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::{Body, HttpBody};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -25,6 +25,7 @@ use super::AppState;
 use super::error::ApiError;
 use tidal::error::Error;
 use tidal::query::visibility::SeqToken;
+use tidal::shard::role::AckMode;
 use tidal::signal::Signal;
 
 /// Content type of a JSON array or object body.
@@ -45,10 +46,11 @@ enum Format {
 /// `POST /v1/signals`.
 pub async fn post_signals(
     State(state): State<Arc<AppState>>,
+    Query(params): Query<IngestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let result = ingest(&state, &headers, body).await;
+    let result = ingest(&state, &params, &headers, body).await;
     match &result {
         Ok(answer) => {
             let duplicates = answer.acks.iter().filter(|a| a.duplicate).count() as u64;
@@ -62,7 +64,30 @@ pub async fn post_signals(
     result.map(Json)
 }
 
-async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<IngestAnswer, ApiError> {
+/// Query parameters of `POST /v1/signals`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct IngestParams {
+    /// `leader` or `quorum`: when the write is acknowledged (default: the cluster's, or
+    /// `quorum`; the same on a standalone store).
+    pub ack: Option<String>,
+}
+
+fn ack_mode(state: &AppState, params: &IngestParams) -> Result<AckMode, ApiError> {
+    match &params.ack {
+        None => Ok(state.cluster.as_ref().map_or(AckMode::Quorum, |c| c.default_ack())),
+        Some(text) => {
+            text.parse().map_err(|e: String| ApiError::bad_request("invalid_query", e).field("ack"))
+        }
+    }
+}
+
+async fn ingest(
+    state: &AppState,
+    params: &IngestParams,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestAnswer, ApiError> {
+    let ack = ack_mode(state, params)?;
     let format = format_of(headers)?;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let bytes = read_body(body, declared, state.limits.body_bytes_max).await?;
@@ -76,13 +101,30 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ing
         return Err(batch_too_large(signals.len(), max));
     }
     let sequenced = Sequenced::of(&signals);
-    let acks = match state.db.submit(signals) {
+    let acks = match state.db.submit_with(signals, ack) {
         Ok(pending) => pending.wait_async().await,
         Err(error) => Err(error),
     };
-    let acks = acks.map_err(|e| sequenced.explain(e))?;
-    let token = SeqToken::from_acks(&acks).to_string();
+    let acks = acks.map_err(|e| not_leader(state, e).unwrap_or_else(|e| sequenced.explain(e)))?;
+    let token = crate::cluster::token_with_epochs(state, &SeqToken::from_acks(&acks).to_string());
     Ok(IngestAnswer { acks, token })
+}
+
+/// A write that reached a follower: 421 naming the leader (and its API, when known).
+fn not_leader(state: &AppState, error: Error) -> Result<ApiError, Error> {
+    let Error::NotLeader { shard, epoch, leader } = error else { return Err(error) };
+    let api = leader.and_then(|l| state.cluster.as_ref()?.api_of(l));
+    let whom = match (leader, &api) {
+        (Some(l), Some(api)) => format!("node {l} at http://{api}"),
+        (Some(l), None) => format!("node {l}"),
+        (None, _) => "no node yet (a leader is being chosen; retry shortly)".to_string(),
+    };
+    let message = format!("this node does not lead shard {shard} (epoch {epoch}); send the write to {whom}");
+    let mut e = ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", message);
+    if leader.is_none() {
+        e = e.retry_after(1);
+    }
+    Ok(e)
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {

@@ -17,6 +17,7 @@
 //! the blocking pool; writes wait for their acks without blocking a worker.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: metrics::HttpMetrics,
     /// Permits for requests under `/v1`; none left means 503 `overloaded`.
     permits: Semaphore,
+    /// The cluster this node is part of (`None`: a standalone server).
+    pub cluster: Option<Arc<dyn cluster::ClusterView>>,
 }
 
 impl AppState {
@@ -62,7 +65,14 @@ impl AppState {
             ready: AtomicBool::new(false),
             metrics: metrics::HttpMetrics::default(),
             permits: Semaphore::new(limits.requests_in_flight_max),
+            cluster: None,
         }
+    }
+
+    /// The same state, as a node of `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<dyn cluster::ClusterView>) -> AppState {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// True once the server serves and until shutdown begins.
@@ -89,9 +99,21 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` (port 0 picks a free port) over an open store.
     pub async fn bind(db: Db, config: &ServerConfig) -> io::Result<Server> {
+        Server::bind_node(db, config, None).await
+    }
+
+    /// [`Server::bind`] for a node of a cluster (`Some`) or a standalone store (`None`).
+    pub async fn bind_node(
+        db: Db,
+        config: &ServerConfig,
+        cluster: Option<Arc<dyn cluster::ClusterView>>,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        let state = Arc::new(AppState::new(db, config.limits, config.token.clone()));
-        Ok(Server { listener, state })
+        let mut state = AppState::new(db, config.limits, config.token.clone());
+        if let Some(cluster) = cluster {
+            state = state.with_cluster(cluster);
+        }
+        Ok(Server { listener, state: Arc::new(state) })
     }
 
     /// The address actually bound.

@@ -87,7 +87,20 @@ pub async fn visible(state: &AppState, min_seq: Option<&str>, wait_ms: Option<u6
     }
     let Some(text) = min_seq else { return Ok(()) };
     let bad_token = |message: String| ApiError::bad_request("invalid_token", message).field("min_seq");
-    let token: SeqToken = text.parse().map_err(|e| bad_token(format!("min_seq: {e}")))?;
+    let (plain, epochs) =
+        crate::cluster::split_epochs(text).map_err(|e| bad_token(format!("min_seq: {e}")))?;
+    let token: SeqToken = plain.parse().map_err(|e| bad_token(format!("min_seq: {e}")))?;
+    let waited = wait_visible(state, token, wait_ms, bad_token).await;
+    waited?;
+    crate::cluster::check_epochs(state, &epochs)
+}
+
+async fn wait_visible(
+    state: &AppState,
+    token: SeqToken,
+    wait_ms: u64,
+    bad_token: impl Fn(String) -> ApiError,
+) -> Result<(), ApiError> {
     let map = |error: Error| match error {
         Error::InvalidRequest(message) => bad_token(message),
         other => ApiError::from_store(other),

@@ -57,6 +57,8 @@ fn table() -> Table {
         .get("/v1/users/{id}/hard-negatives", reads::hard_negatives)
         .get("/v1/stats", reads::stats)
         .get("/v1/export", export::export)
+        .get("/v1/cluster/status", crate::cluster::status)
+        .post("/v1/cluster/shards/{shard}/promote", crate::cluster::promote)
         .get("/healthz", handlers::healthz)
         .get("/readyz", handlers::readyz)
         .get("/metrics", handlers::metrics)
