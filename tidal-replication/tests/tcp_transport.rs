@@ -231,31 +231,42 @@ fn invalid_configs_are_refused() {
     assert!(config(1, &addrs).validate().is_ok());
 }
 
-/// A loopback throughput figure (printed; run with `--release -- --nocapture` for a number
-/// worth quoting). Asserts only that every message arrives, in order.
-#[test]
-fn loopback_throughput_of_small_messages() {
+/// Sends `count` messages of `len` bytes from node 1 to node 2 and returns the seconds it
+/// took until the last arrived, checking every one arrives in order.
+fn stream_messages(count: u32, len: usize) -> f64 {
     let (mut nodes, _) = cluster(2);
-    let count = 50_000u32;
     let started = Instant::now();
     let receiver = std::thread::spawn({
         let inbox = std::mem::replace(&mut nodes[1].inbox, std::sync::mpsc::sync_channel(1).1);
         move || {
             for i in 0..count {
                 let (_, m) = recv(&inbox);
-                assert_eq!(m[..4], i.to_le_bytes());
+                assert_eq!((m.len(), &m[..4]), (len, &i.to_le_bytes()[..]));
             }
         }
     });
     for i in 0..count {
-        let mut m = vec![0u8; 128];
+        let mut m = vec![0u8; len];
         m[..4].copy_from_slice(&i.to_le_bytes());
         send_patiently(&mut nodes[0].transport, NodeId(2), m);
     }
     receiver.join().unwrap();
-    let secs = started.elapsed().as_secs_f64();
+    started.elapsed().as_secs_f64()
+}
+
+/// Loopback throughput figures (printed; run with `cargo test --release -p tidal-replication
+/// --test tcp_transport throughput -- --nocapture` for numbers worth quoting). Asserts only
+/// that every message arrives, in order.
+#[test]
+fn loopback_throughput() {
+    let (count, len) = (50_000u32, 128);
+    let secs = stream_messages(count, len);
     eprintln!(
-        "loopback: {count} messages of 128 bytes in {secs:.3} s = {:.0} messages/s",
+        "loopback: {count} messages of {len} B in {secs:.3} s = {:.0} messages/s",
         f64::from(count) / secs
     );
+    let (count, len) = (2_000u32, 64 << 10);
+    let secs = stream_messages(count, len);
+    let mib = f64::from(count) * len as f64 / f64::from(1 << 20);
+    eprintln!("loopback: {count} messages of {len} B in {secs:.3} s = {:.0} MiB/s", mib / secs);
 }

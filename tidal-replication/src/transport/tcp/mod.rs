@@ -88,7 +88,7 @@ pub struct TcpConfig {
     pub receive_queue_max: usize,
     pub connect_backoff_min: Duration,
     pub connect_backoff_max: Duration,
-    /// Time for a dial plus the whole handshake.
+    /// Time a dial has to connect, and then the handshake (either side) to complete.
     pub handshake_timeout: Duration,
 }
 

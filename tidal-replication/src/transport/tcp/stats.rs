@@ -1,8 +1,8 @@
 //! Counters of the TCP transport, for metrics.
 //!
-//! The threads of a transport bump atomic counters ([`Counters`]); [`TcpTransport::stats`]
-//! (`super::TcpTransport::stats`) copies them into a plain [`TransportStats`]. Counters only
-//! grow. Per-peer counters exist for configured peers only: bytes from an unauthenticated
+//! The threads of a transport bump atomic counters (`Counters`);
+//! [`TcpTransport::stats`](super::TcpTransport::stats) copies them into a plain
+//! [`TransportStats`]. Counters only grow. Per-peer counters exist for configured peers only: bytes from an unauthenticated
 //! connection are never attributed to a node.
 
 use std::collections::BTreeMap;
