@@ -11,6 +11,7 @@ use tcp_support::*;
 use tidal_replication::transport::tcp::RefuseReason;
 use tidal_replication::transport::tcp::frame::FRAME_BYTES_MAX;
 use tidal_replication::transport::tcp::handshake::{Direction, Hello, NONCE_BYTES, encode_proof, proof_mac};
+use tidal_replication::transport::tcp::inbound_connections_max;
 use tidal_replication::transport::{NodeId, Transport};
 
 /// Node 1 (under test) and node 3 (a good peer); node 2 is configured but played by the raw
@@ -175,4 +176,23 @@ fn a_corrupt_frame_after_a_valid_handshake_closes_the_connection() {
     assert!(raw.closed_by_transport());
     wait_for("the oversize frame to be counted", || fixture.one.transport.stats().frames_corrupt() == 2);
     fixture.assert_still_serving(&[b"before"]);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_as_busy() {
+    let fixture = Fixture::new();
+    // Node 1 has two peers.
+    let limit = inbound_connections_max(2);
+    // Node 3 holds one of them; silent raw clients take the rest and wait out the handshake
+    // timeout (300 ms), so the one after them finds every slot taken.
+    wait_for("node 3's connection", || fixture.one.transport.stats().peer(NodeId(3)).connects_in == 1);
+    let silent: Vec<RawPeer> = (1..limit).map(|_| RawPeer::connect(fixture.addr)).collect();
+    let mut extra = RawPeer::connect(fixture.addr);
+    assert!(extra.closed_by_transport());
+    assert_eq!(fixture.refused(RefuseReason::Busy), 1);
+    drop(silent);
+    wait_for("the silent clients' timeouts", || {
+        fixture.refused(RefuseReason::Timeout) + fixture.refused(RefuseReason::Closed) == limit as u64 - 1
+    });
+    fixture.assert_still_serving(&[]);
 }

@@ -7,7 +7,7 @@ mod tcp_support;
 use std::time::{Duration, Instant};
 
 use tcp_support::*;
-use tidal_replication::transport::tcp::{FRAME_BYTES_MAX, TcpConfig};
+use tidal_replication::transport::tcp::{FRAME_BYTES_MAX, TcpConfig, TcpError, TcpTransport};
 use tidal_replication::transport::{NodeId, SendError, Transport};
 
 fn message(from: u32, to: u32, i: u32) -> Vec<u8> {
@@ -224,9 +224,19 @@ fn invalid_configs_are_refused() {
     let mut no_cluster = config(1, &addrs);
     no_cluster.cluster_id.clear();
     let mut no_queue = config(1, &addrs);
-    no_queue.queue_max = 0;
-    for bad in [short_secret, lists_itself, no_cluster, no_queue] {
-        assert!(bad.validate().is_err(), "{bad:?}");
+    no_queue.receive_queue_max = 0;
+    let cases = [
+        (short_secret, "secret"),
+        (lists_itself, "peers"),
+        (no_cluster, "cluster_id"),
+        (no_queue, "receive_queue_max"),
+    ];
+    for (bad, expected) in cases {
+        match bad.validate() {
+            Err(TcpError::Config { field, .. }) => assert_eq!(field, expected),
+            other => panic!("{expected}: {other:?}"),
+        }
+        assert!(matches!(TcpTransport::start(bad), Err(TcpError::Config { .. })));
     }
     assert!(config(1, &addrs).validate().is_ok());
 }

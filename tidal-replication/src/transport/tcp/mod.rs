@@ -47,7 +47,7 @@ use tracing::warn;
 
 pub use frame::FRAME_BYTES_MAX;
 pub use handshake::{PROTOCOL_VERSION, RefuseReason};
-pub use inbound::Delivery;
+pub use inbound::{Delivery, HANDSHAKES_MAX, inbound_connections_max};
 pub use stats::{PeerStats, TransportStats};
 
 use self::handshake::{CLUSTER_ID_BYTES_MAX, Identity};
@@ -127,8 +127,13 @@ impl TcpConfig {
         if self.secret.len() < SECRET_BYTES_MIN {
             return invalid("secret", format!("must have at least {SECRET_BYTES_MIN} bytes"));
         }
-        if self.queue_max == 0 || self.receive_queue_max == 0 || self.queue_bytes_max == 0 {
-            return invalid("queue_max", "queue bounds must be at least 1".into());
+        let bounds = [
+            ("queue_max", self.queue_max),
+            ("queue_bytes_max", self.queue_bytes_max),
+            ("receive_queue_max", self.receive_queue_max),
+        ];
+        if let Some((field, _)) = bounds.iter().find(|(_, bound)| *bound == 0) {
+            return invalid(field, "must be at least 1".into());
         }
         if self.connect_backoff_min.is_zero() || self.connect_backoff_min > self.connect_backoff_max {
             return invalid("connect_backoff_min", "must be positive and at most connect_backoff_max".into());

@@ -150,10 +150,7 @@ impl Backoff {
 /// Returns when the outbox is closed.
 pub(crate) fn run_peer(shared: &Shared, peer: NodeId, addr: SocketAddr, outbox: &Outbox) {
     let config = &shared.config;
-    let seed =
-        u64::from_le_bytes(handshake::new_nonce().unwrap_or_default()[..8].try_into().unwrap_or_default());
-    let mut backoff =
-        Backoff::new(config.connect_backoff_min, config.connect_backoff_max, seed ^ u64::from(peer.0));
+    let mut backoff = Backoff::new(config.connect_backoff_min, config.connect_backoff_max, jitter_seed(peer));
     let counters = shared.counters.peer(peer);
     while !shared.stopping() {
         if let Some((stream, _registered)) = connect(shared, peer, addr, counters) {
@@ -170,6 +167,13 @@ pub(crate) fn run_peer(shared: &Shared, peer: NodeId, addr: SocketAddr, outbox: 
             return;
         }
     }
+}
+
+/// A seed for the backoff jitter, different in every process. Jitter needs no cryptographic
+/// quality: if the random source fails, the peer id alone still spreads the nodes apart.
+fn jitter_seed(peer: NodeId) -> u64 {
+    let random = handshake::new_nonce().map(|n| n[..8].iter().fold(0u64, |a, b| a << 8 | u64::from(*b)));
+    random.unwrap_or(0) ^ u64::from(peer.0)
 }
 
 /// Dials and authenticates `peer`; `None` after a failure (logged and counted). The socket is
