@@ -280,3 +280,32 @@ fn loopback_throughput() {
     let mib = f64::from(count) * len as f64 / f64::from(1 << 20);
     eprintln!("loopback: {count} messages of {len} B in {secs:.3} s = {:.0} MiB/s", mib / secs);
 }
+
+/// Round trips of one small message at a time (node 2 echoes what node 1 sends): p50 and p99
+/// printed, for the same `--release -- --nocapture` run as the throughput figures.
+#[test]
+fn loopback_round_trip_latency() {
+    let (mut nodes, _) = cluster(2);
+    let Node { transport: mut echo, inbox: echo_inbox } = nodes.pop().unwrap();
+    let echoer = std::thread::spawn(move || {
+        while let Ok((from, m)) = echo_inbox.recv() {
+            if m == b"stop" {
+                return;
+            }
+            send_patiently(&mut echo, from, m);
+        }
+    });
+    let one = &mut nodes[0];
+    let mut rtts = Vec::new();
+    for i in 0..2_000u32 {
+        let started = Instant::now();
+        one.transport.send(NodeId(2), i.to_le_bytes().to_vec()).unwrap();
+        assert_eq!(recv(&one.inbox), (NodeId(2), i.to_le_bytes().to_vec()));
+        rtts.push(started.elapsed());
+    }
+    one.transport.send(NodeId(2), b"stop".to_vec()).unwrap();
+    echoer.join().unwrap();
+    rtts.sort();
+    let (p50, p99) = (rtts[rtts.len() / 2], rtts[rtts.len() * 99 / 100]);
+    eprintln!("loopback round trip: p50 {p50:?}, p99 {p99:?} over {} messages", rtts.len());
+}
