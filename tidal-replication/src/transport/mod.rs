@@ -8,6 +8,12 @@
 pub mod channel;
 pub mod rng;
 pub mod sim;
+pub mod tcp;
+
+/// Largest message a transport carries: room for a 64 MiB payload plus the protocol's
+/// envelope. The simulated network and TCP share it, so a protocol tested in simulation
+/// meets the same limit in production.
+pub const MESSAGE_BYTES_MAX: usize = (64 << 20) + (64 << 10);
 
 /// A node of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

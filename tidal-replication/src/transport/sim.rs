@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::rng::SimRng;
 use super::{NodeId, SendError, Transport};
 
-/// Largest message the simulated network carries (the TCP transport has the same limit).
-pub const FRAME_BYTES_MAX: usize = 16 << 20;
+/// Largest message the simulated network carries: the limit of every transport (TCP too).
+pub const FRAME_BYTES_MAX: usize = super::MESSAGE_BYTES_MAX;
 
 /// What can go wrong with messages, as probabilities and a delay range.
 #[derive(Clone, Copy, Debug, PartialEq)]
