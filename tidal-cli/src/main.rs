@@ -1,8 +1,10 @@
 //! The `tidal` command line: a thin layer over the library (ingest, reads, WAL tools).
 
 mod bench_cmd;
+mod cluster_cmd;
 mod export_cmd;
 mod ingest;
+mod node_cmd;
 mod serve_cmd;
 mod wal_cmd;
 
@@ -59,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: wal_cmd::WalCommand,
     },
+    /// A local cluster on loopback (`up`), its status, and explicit promotion.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cmd::ClusterCommand,
+    },
     /// Benchmarks against a running server: `tidal bench http` (Tidal vs Redis, durable).
     Bench {
         #[command(subcommand)]
@@ -112,6 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export_cmd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Wal { command } => wal_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Cluster { command } => cluster_cmd::run(command).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use std::sync::Arc;
 use tidal::Db;
+
+use tidal_replication::cluster::ClusterConfig;
+use tidal_server::cluster::ClusterView;
 use tidal_server::{ConfigLayer, Server, ServerConfig};
 
 /// How long stopping waits for the runtime's remaining tasks.
@@ -55,6 +59,12 @@ pub struct ServeArgs {
     /// Custom signal kinds to accept, comma-separated [env: TIDAL_CUSTOM_KINDS]
     #[arg(long, value_delimiter = ',')]
     custom_kinds: Option<Vec<String>>,
+    /// Run as this node of the cluster in --cluster (its API address is the default --listen)
+    #[arg(long, requires = "cluster")]
+    node: Option<u32>,
+    /// The cluster file (TOML: nodes, addresses, shards, secret; see docs/replication.md)
+    #[arg(long, requires = "node")]
+    cluster: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -80,16 +90,53 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let config = ServerConfig::load(args.layer(), args.config.clone(), |key| std::env::var(key).ok())
+    let mut config = ServerConfig::load(args.layer(), args.config.clone(), |key| std::env::var(key).ok())
         .context("configuration")?;
-    let db = crate::open_with_progress(&config.data_dir, config.options())?;
+    let cluster = match (&args.cluster, args.node) {
+        (Some(file), Some(node)) => {
+            let cluster =
+                ClusterConfig::load(file).with_context(|| format!("cluster file {}", file.display()))?;
+            let me =
+                cluster.node(node).with_context(|| format!("node {node} is not in {}", file.display()))?;
+            if args.listen.is_none() {
+                config.listen = me.api;
+            }
+            Some((cluster, node))
+        }
+        _ => None,
+    };
+    let options = match &cluster {
+        Some((c, node)) => crate::node_cmd::options(c, *node, config.options()),
+        None => config.options(),
+    };
+    let db = crate::open_with_progress(&config.data_dir, options)?;
+    let view = match cluster {
+        Some((c, node)) => match crate::node_cmd::start(&db, c, node, &config.data_dir) {
+            Ok(view) => Some(view),
+            Err(e) => {
+                let _ = stop(db);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidal-http")
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(db.clone(), &config));
+    let cluster_view = view.clone().map(|v| v as Arc<dyn ClusterView>);
+    let served = runtime.block_on(serve(db.clone(), &config, cluster_view));
     runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+    // Replication stops before the store closes (it writes through the store).
+    if let Some(view) = view {
+        match Arc::try_unwrap(view) {
+            Ok(view) => view.node.stop(),
+            Err(_) => {
+                tracing::warn!("the replication runtime is still referenced; it stops with the process")
+            }
+        }
+    }
     // Stop the store even when serving failed, so acknowledged writes are synced.
     let stopped = stop(db);
     served?;
@@ -98,9 +145,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn serve(db: Db, config: &ServerConfig) -> Result<()> {
+async fn serve(db: Db, config: &ServerConfig, cluster: Option<Arc<dyn ClusterView>>) -> Result<()> {
     let shutdown = tidal_server::shutdown_signal().context("installing signal handlers")?;
-    let server = Server::bind(db, config).await.with_context(|| format!("binding {}", config.listen))?;
+    let server =
+        Server::bind_node(db, config, cluster).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = server.local_addr()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")?;

@@ -1,19 +1,24 @@
-//! Tidal's replication (DESIGN.md section 8), built in the order the issues give:
+//! Tidal's replication (DESIGN.md section 8; the protocol is described in
+//! `docs/replication.md`):
 //!
-//! - [`transport`]: framed messages between [`transport::NodeId`]s. The [`transport::Transport`]
-//!   trait is what protocol runtimes send through; [`transport::sim::SimNetwork`] is the
-//!   seeded in-process network the deterministic simulations drive (delays, drops,
-//!   duplicates, reordering, one-way partitions, crashed nodes), where one seed replays one
-//!   run exactly. [`transport::tcp::TcpTransport`] carries the same messages between real
-//!   processes: checksummed frames, an HMAC-SHA256 challenge/response handshake on a shared
-//!   secret (protocol version, cluster id and node id checked; unauthenticated peers are
-//!   never served), reconnects with backoff and jitter, bounded queues and counters.
+//! - [`log`]: positions in a shard's log, epoch histories and where two logs stop agreeing;
+//! - [`protocol`]: the WAL-shipping protocol as pure state machines (events in, actions out):
+//!   the leader (recovery, per-follower shipping window, quorum commit), the follower
+//!   (epoch checks, raw appends, duplicates skipped, divergent tails set aside) and the
+//!   node's role per shard ([`protocol::replica::Replica`]);
+//! - [`sim`]: the seeded deterministic simulation of three replicas over the real WAL
+//!   writer, shard engine and power-cut disk images, with its exactly-once checker;
+//! - [`transport`]: framed messages between [`transport::NodeId`]s: the seeded in-process
+//!   [`transport::sim::SimNetwork`], in-process channels for tests of real threads, and
+//!   [`transport::tcp::TcpTransport`] between processes (checksummed frames, an HMAC-SHA256
+//!   challenge/response handshake on a shared secret, reconnects, bounded queues);
+//! - [`node`]: the runtime of one node: every hosted shard's machine driven against a real
+//!   [`tidal::Db`] over a transport, with durable epoch records and a status;
+//! - [`cluster`]: the static cluster file (nodes, addresses, placement, secret).
 //!
-//! Still to come, each in its own module: the leader's `WalShipper`
-//! (`shipper.rs`), `FollowerDb` and `NodeRole` (`follower.rs`), the cluster configuration, the
-//! `ControlPlane` on openraft, reconciliation and the rolling-upgrade coordinator. Protocol
-//! logic stays pure (events in, actions out); the shard engine it applies batches with is
-//! `tidal::shard::engine`.
+//! Still to come (later issues): snapshot installs for followers behind retention, the
+//! `ControlPlane` on openraft (failure detection, automatic failover), reconciliation of
+//! set-aside tails and the rolling-upgrade coordinator.
 
 pub mod cluster;
 pub mod log;

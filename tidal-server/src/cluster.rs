@@ -36,6 +36,8 @@ pub trait ClusterView: Send + Sync {
     fn leading_epoch(&self, shard: u32) -> Option<u64>;
     /// The cluster's default acknowledgement mode.
     fn default_ack(&self) -> AckMode;
+    /// Replication metrics in Prometheus text (appended to `/metrics`).
+    fn metrics_text(&self) -> String;
 }
 
 /// `GET /v1/cluster/status`.
@@ -72,8 +74,11 @@ fn cluster_of(state: &AppState) -> Result<&Arc<dyn ClusterView>, ApiError> {
     })
 }
 
+/// `(shard, seq, epoch)` parts of a token.
+pub type TokenEpochs = Vec<(u32, u64, u64)>;
+
 /// Splits `0:41@3,1:7@3` into the plain token (`0:41,1:7`) and the epochs `[(0, 41, 3), ...]`.
-pub fn split_epochs(token: &str) -> Result<(String, Vec<(u32, u64, u64)>), String> {
+pub fn split_epochs(token: &str) -> Result<(String, TokenEpochs), String> {
     let mut plain = Vec::new();
     let mut epochs = Vec::new();
     for part in token.split(',') {

@@ -38,6 +38,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let db = &state.db;
     let mut text = db.metrics().render(&db.applied_seqs(), db.recovery_report().elapsed);
     text.push_str(&state.metrics.render(state.in_flight(), state.is_ready()));
+    if let Some(cluster) = &state.cluster {
+        text.push_str(&cluster.metrics_text());
+    }
     let mut response = text.into_response();
     response
         .headers_mut()

@@ -296,6 +296,7 @@ impl ShardRuntime {
             commit,
             followers,
             stats: self.replica.stats().clone(),
+            history: self.replica.history().starts().to_vec(),
             set_aside_records: self.set_aside_records,
             failed: self.failed.clone(),
         }

@@ -29,10 +29,23 @@ pub struct ShardStatus {
     /// A leader's view of its followers.
     pub followers: Vec<FollowerStatus>,
     pub stats: ProtocolStats,
+    /// The log's epoch history: `(epoch, first_seq)` where each epoch begins.
+    pub history: Vec<(u64, u64)>,
     /// Records of a divergent tail this replica moved to `divergent/` (for reconciliation).
     pub set_aside_records: u64,
     /// Why this replica stopped, if it did.
     pub failed: Option<String>,
+}
+
+impl ShardStatus {
+    /// The epoch of this replica's record at `seq` (`None` beyond its log).
+    pub fn epoch_at(&self, seq: u64) -> Option<u64> {
+        if seq == 0 || seq > self.end {
+            return None;
+        }
+        let i = self.history.partition_point(|&(_, start)| start <= seq);
+        Some(if i == 0 { 0 } else { self.history[i - 1].0 })
+    }
 }
 
 /// A leader's view of one follower.

@@ -256,7 +256,15 @@ impl Db {
         }
         for (shard, (_, part)) in by_shard.iter().enumerate() {
             let handle = &inner.shards[shard];
-            if !part.is_empty() && handle.in_flight.load(Ordering::Acquire) == 0 {
+            if part.is_empty() {
+                continue;
+            }
+            // A shard this node does not lead refuses the whole batch before any part of it
+            // is enqueued (its writer checks again, for a role that changes meanwhile).
+            if let Some(refusal) = not_leader(shard as u32, &handle.role) {
+                return Err(refusal);
+            }
+            if handle.in_flight.load(Ordering::Acquire) == 0 {
                 precheck_sessions(&handle.state, part)?;
             }
         }
@@ -493,6 +501,15 @@ fn quarantine_damaged_snapshots(vfs: &dyn Vfs, dir: &Path, opened: &[OpenedShard
         vfs.sync_dir(dir).map_err(|e| WalError::io("fsync snapshot directory", dir, e))?;
     }
     Ok(())
+}
+
+/// The refusal of a write to a shard whose role (as last set) does not take writes.
+fn not_leader(shard: u32, role: &Mutex<ShardRole>) -> Option<Error> {
+    match *role.lock().unwrap_or_else(|e| e.into_inner()) {
+        ShardRole::Standalone | ShardRole::Leader { .. } => None,
+        ShardRole::Follower { epoch, leader } => Some(Error::NotLeader { shard, epoch, leader }),
+        ShardRole::Recovering { epoch } => Some(Error::NotLeader { shard, epoch, leader: None }),
+    }
 }
 
 /// Rejects a shard's part of a batch whose session SeqNos skip ahead of the stored HWMs or

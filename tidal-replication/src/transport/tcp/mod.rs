@@ -245,6 +245,11 @@ impl TcpTransport {
         self.shared.counters.snapshot()
     }
 
+    /// A handle that reads the counters after the transport moved elsewhere (into a runtime).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared))
+    }
+
     /// Stops every thread and closes every connection; messages still queued are dropped.
     /// Idempotent; drop calls it.
     pub fn shutdown(&mut self) {
@@ -268,6 +273,16 @@ impl TcpTransport {
                 warn!(addr = %self.local_addr, error = %e, "could not wake the accept loop; not joining it")
             }
         }
+    }
+}
+
+/// Reads a transport's counters from anywhere (see [`TcpTransport::stats_handle`]).
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<Shared>);
+
+impl StatsHandle {
+    pub fn stats(&self) -> TransportStats {
+        self.0.counters.snapshot()
     }
 }
 
