@@ -176,7 +176,13 @@ impl Leader {
     /// Time passed: retransmit to silent followers, re-probe, end recovery after the grace.
     pub fn tick(&mut self, now_ms: u64, log: &dyn BatchSource) -> Vec<Action> {
         let mut out = Vec::new();
-        let silent = |p: &Peer, rto: u64| now_ms.saturating_sub(p.last_sent_ms) >= rto;
+        // Silent: nothing sent to it and nothing heard from it for a retransmit timeout. A
+        // follower busy applying a full window still acks message by message, so it is
+        // not silent and gets no duplicates.
+        let silent = |p: &Peer, rto: u64| {
+            let last = p.last_sent_ms.max(p.last_heard_ms.unwrap_or(0));
+            now_ms.saturating_sub(last) >= rto
+        };
         let rto = self.cfg.retransmit_ms;
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {

@@ -20,9 +20,13 @@ use crate::shard::set_aside::SetAsideReport;
 use crate::shard::writer::Command;
 use crate::wal::ship::{BatchCursor, ShipError, read_batches};
 
-/// Per-shard cursors of [`Db::read_batches`], so tailing reads only new bytes.
+/// Cursors kept per shard: one per reader that tails the log (a leader ships to each
+/// follower from its own position).
+const CURSORS_PER_SHARD: usize = 8;
+
+/// Per-shard cursors of [`Db::read_batches`], so each tailing reader reads only new bytes.
 #[derive(Default)]
-pub(crate) struct ShipCursors(Mutex<Vec<Option<BatchCursor>>>);
+pub(crate) struct ShipCursors(Mutex<Vec<Vec<BatchCursor>>>);
 
 impl Db {
     fn shard_handle(&self, shard: u32) -> Result<&super::ShardHandle> {
@@ -98,13 +102,17 @@ impl Db {
         let dirs: [&Path; 2] = [&wal, &archive];
         let mut cursors = self.inner.ship_cursors.0.lock().unwrap_or_else(|e| e.into_inner());
         if cursors.len() < self.inner.shards.len() {
-            cursors.resize(self.inner.shards.len(), None);
+            cursors.resize(self.inner.shards.len(), Vec::new());
         }
         let slot = &mut cursors[shard as usize % self.inner.shards.len().max(1)];
+        let hint = slot.iter().position(|c| c.seq == from_seq).map(|i| slot.remove(i));
         let (batches, cursor) =
-            read_batches(&*self.inner.options.vfs, &dirs, shard, from_seq, max_bytes, slot.as_ref())?;
-        if cursor.is_some() {
-            *slot = cursor;
+            read_batches(&*self.inner.options.vfs, &dirs, shard, from_seq, max_bytes, hint.as_ref())?;
+        if let Some(cursor) = cursor.or(hint) {
+            if slot.len() >= CURSORS_PER_SHARD {
+                slot.remove(0);
+            }
+            slot.push(cursor);
         }
         Ok(batches)
     }
