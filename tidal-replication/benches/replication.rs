@@ -206,7 +206,7 @@ fn lag(members: &[Member], rate: u64) {
             .unwrap();
         let last = acks.last().unwrap().seq;
         let _ = tx.send((last, Instant::now()));
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let lead = applied(leader);
             lag_records.extend(members[1..].iter().map(|m| lead.saturating_sub(applied(&m.db)) as f64));
         }
