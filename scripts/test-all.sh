@@ -44,5 +44,8 @@ fi
 # The browser test (forage/tests/browser.rs) drives Debian's chromium through chromium-driver.
 scripts/install-browser.sh
 
+# The partition test (tidal-cli/tests/cluster_netns.rs) builds hosts from network namespaces.
+scripts/install-netns-tools.sh
+
 # Tests build in debug with optimised dependencies (see Cargo.toml); one shared target dir.
 cargo test --workspace --locked "$@"
