@@ -85,6 +85,15 @@ fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
     }
 }
 
+/// A write marked as forwarded already: a follower must not forward it again.
+fn post_forwarded(base: &str, body: &Value) -> (u16, Value) {
+    let request = agent().post(&format!("http://{base}/v1/signals")).header("x-tidal-forwarded", "1");
+    match request.send_json(body) {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
+        Err(_) => (0, Value::Null),
+    }
+}
+
 fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check() {
@@ -136,9 +145,13 @@ fn three_processes_replicate_over_tcp_through_a_follower_kill() {
     };
     std::thread::sleep(Duration::from_millis(800));
 
-    // A write to a follower is refused with 421 naming the leader.
+    // A write to a follower is forwarded to the leader; one that was forwarded already (or
+    // that cannot be) is refused with 421 naming the leader.
     let (status, body) =
-        post(&nodes[1].api, "/v1/signals", &json!([{"user": "x", "item": "x", "kind": "like"}]));
+        post(&nodes[1].api, "/v1/signals", &json!([{"user": "x", "item": "fwd", "kind": "like"}]));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["token"].as_str().unwrap().contains('@'), "{body}");
+    let (status, body) = post_forwarded(&nodes[1].api, &json!([{"user": "x", "item": "x", "kind": "like"}]));
     assert_eq!(status, 421, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains(&leader), "{body}");
 
@@ -246,7 +259,7 @@ fn a_killed_leader_recovers_and_promotion_moves_leadership() {
     eventually("node 1 follows", 60, || shard0(&get(&leader, "/v1/cluster/status").1)["role"] == "follower");
     write_some(&new_leader, 100, 40, &mut acked);
     assert_eq!(acked.len(), 140);
-    let (status, body) = post(&leader, "/v1/signals", &json!([{"user": "z", "item": "z", "kind": "like"}]));
+    let (status, body) = post_forwarded(&leader, &json!([{"user": "z", "item": "z", "kind": "like"}]));
     assert_eq!(status, 421, "{body}");
 
     let target = digest(&new_leader)[0]["applied_seq"].as_u64().unwrap();

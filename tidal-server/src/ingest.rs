@@ -96,15 +96,22 @@ async fn ingest(
         Format::Json => parse_json(&bytes)?,
         Format::Ndjson => parse_ndjson(&bytes, max)?,
     };
-    drop(bytes);
     if signals.len() > max {
         return Err(batch_too_large(signals.len(), max));
     }
     let sequenced = Sequenced::of(&signals);
-    let acks = match state.db.submit_with(signals, ack) {
-        Ok(pending) => pending.wait_async().await,
-        Err(error) => Err(error),
+    let pending = match state.db.submit_with(signals, ack) {
+        Ok(pending) => pending,
+        // Refused before anything was enqueued: the leader can take the request whole.
+        Err(Error::NotLeader { leader: Some(leader), .. }) if crate::forward::may_forward(state, headers) => {
+            return crate::forward::forward(state, leader, params.ack.as_deref(), headers, bytes).await;
+        }
+        Err(error) => {
+            Err(error).map_err(|e| not_leader(state, e).unwrap_or_else(|e| sequenced.explain(e)))?
+        }
     };
+    drop(bytes);
+    let acks = pending.wait_async().await;
     let acks = acks.map_err(|e| not_leader(state, e).unwrap_or_else(|e| sequenced.explain(e)))?;
     let token = crate::cluster::token_with_epochs(state, &SeqToken::from_acks(&acks).to_string());
     Ok(IngestAnswer { acks, token })

@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod export;
+pub mod forward;
 pub mod handlers;
 pub mod ingest;
 pub mod metrics;
