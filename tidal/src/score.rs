@@ -11,10 +11,10 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::intern::IdMap;
 use crate::signal::SignalKind;
 
 /// Built-in kinds that carry a decayed sum (impression .. label).
@@ -113,12 +113,15 @@ impl Ord for Key {
 /// Every item's undecayed score, merged across shards, ordered for top-k.
 ///
 /// Equal scores are common (every item seen once has the same one), so the order breaks ties
-/// by a stable hash of the id before the id itself: comparisons rarely reach the id's bytes
-/// (each a pointer chase, and the main cost of maintaining the order before).
+/// by a stable hash of the id, then by the index's own id of the item (ties of both score
+/// and 64-bit hash practically never happen; they fall to the order the index first saw the
+/// items in). Items are interned ([`IdMap`]: the key once, inline when short), so the order
+/// holds 24-byte entries and comparing them never reads a string.
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    scores: hashbrown::HashMap<Arc<str>, (f64, u64)>,
-    order: BTreeSet<(Key, u64, Arc<str>)>,
+    /// Per item: the score and the stable hash of its id.
+    scores: IdMap<(f64, u64)>,
+    order: BTreeSet<(Key, u64, u32)>,
 }
 
 fn id_hash(item: &str) -> u64 {
@@ -127,23 +130,17 @@ fn id_hash(item: &str) -> u64 {
 
 impl ScoreIndex {
     /// Adds `delta` to an item's score, keeping the order.
-    pub fn add(&mut self, item: &Arc<str>, delta: f64) {
-        if delta == 0.0 && self.scores.contains_key(item) {
-            return;
-        }
-        match self.scores.get_key_value_mut(&**item) {
-            Some((key, (score, hash))) => {
-                let old = *score;
-                *score += delta;
-                self.order.remove(&(Key(old), *hash, key.clone()));
-                self.order.insert((Key(*score), *hash, key.clone()));
+    pub fn add(&mut self, item: &str, delta: f64) {
+        let (id, new) = self.scores.intern_with(item, || (delta, id_hash(item)));
+        let Some((score, hash)) = self.scores.value_mut(id) else { return };
+        if !new {
+            if delta == 0.0 {
+                return;
             }
-            None => {
-                let hash = id_hash(item);
-                self.scores.insert(item.clone(), (delta, hash));
-                self.order.insert((Key(delta), hash, item.clone()));
-            }
+            self.order.remove(&(Key(*score), *hash, id));
+            *score += delta;
         }
+        self.order.insert((Key(*score), *hash, id));
     }
 
     /// Drops an item whose score is exactly zero (after its only shard's share was taken
@@ -161,26 +158,25 @@ impl ScoreIndex {
     }
 
     /// Builds the index from per-shard contributions in one pass: sums per item first, then
-    /// one sorted bulk build (inserting one by one would compare ids on every tie).
-    pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a Arc<str>, f64)>) -> ScoreIndex {
-        let mut scores: hashbrown::HashMap<Arc<str>, (f64, u64)> = hashbrown::HashMap::new();
+    /// one sorted bulk build.
+    pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a str, f64)>) -> ScoreIndex {
+        let mut scores: IdMap<(f64, u64)> = IdMap::default();
         for (item, score) in parts {
-            match scores.get_mut(&**item) {
-                Some((sum, _)) => *sum += score,
-                None => {
-                    scores.insert(item.clone(), (score, id_hash(item)));
-                }
+            let (id, new) = scores.intern_with(item, || (score, id_hash(item)));
+            if !new && let Some((sum, _)) = scores.value_mut(id) {
+                *sum += score;
             }
         }
-        let mut order: Vec<(Key, u64, Arc<str>)> =
-            scores.iter().map(|(item, (score, hash))| (Key(*score), *hash, item.clone())).collect();
+        let mut order: Vec<(Key, u64, u32)> =
+            scores.iter().map(|(id, _, (score, hash))| (Key(*score), *hash, id)).collect();
         order.sort_unstable();
         ScoreIndex { scores, order: order.into_iter().collect() }
     }
 
     /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
-    pub fn top(&self, k: usize, offset: usize) -> Vec<(Arc<str>, f64)> {
-        self.order.iter().rev().skip(offset).take(k).map(|(s, _, item)| (item.clone(), s.0)).collect()
+    pub fn top(&self, k: usize, offset: usize) -> Vec<(String, f64)> {
+        let ranked = self.order.iter().rev().skip(offset).take(k);
+        ranked.filter_map(|(s, _, id)| Some((self.scores.key(*id)?.to_owned(), s.0))).collect()
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
@@ -203,15 +199,15 @@ mod tests {
     #[test]
     fn index_orders_and_updates() {
         let mut idx = ScoreIndex::default();
-        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
-        idx.add(&a, 1.0);
-        idx.add(&b, 5.0);
-        idx.add(&c, 3.0);
-        idx.add(&a, 10.0);
+        let (a, b, c) = ("a", "b", "c");
+        idx.add(a, 1.0);
+        idx.add(b, 5.0);
+        idx.add(c, 3.0);
+        idx.add(a, 10.0);
         let top: Vec<String> = idx.top(2, 0).into_iter().map(|(i, _)| i.to_string()).collect();
         assert_eq!(top, ["a", "b"]);
         assert_eq!(idx.top(5, 2).len(), 1);
-        idx.add(&a, -20.0);
+        idx.add(a, -20.0);
         assert_eq!(&*idx.top(1, 0)[0].0, "b");
         assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
         assert_eq!(idx.len(), 3);

@@ -399,7 +399,7 @@ fn build_index(opened: &[OpenedShard], weights: &Weights) -> ScoreIndex {
     ScoreIndex::from_parts(
         opened
             .iter()
-            .flat_map(|o| o.state.items.iter().map(|(item, entry)| (item, entry.decayed.score(weights)))),
+            .flat_map(|o| o.state.items.iter().map(|(_, item, entry)| (item, entry.decayed.score(weights)))),
     )
 }
 
