@@ -7,9 +7,9 @@
 //! Owns the key → id table and the id-indexed slots. Invariants:
 //! - ids are `0..len`, in first-seen order, and are never removed or reused (a shard never
 //!   forgets an item or a user), so an id held elsewhere stays valid for the map's life;
-//! - `slots[id].0` is the key the table maps to `id`, and the table stores each key's 32-bit
-//!   hash beside its id: a probe compares hashes before it reads a slot, and growing the
-//!   table never reads a slot;
+//! - `slots[id].0` is the key the table maps to `id`. The table holds only the 4-byte ids
+//!   (memory: with hashbrown's control byte, 5 bytes per bucket), so a probe reads a slot's
+//!   key only on a 7-bit tag match, and growing the table rehashes keys from the slots;
 //! - ids are an in-memory layout only. Nothing durable or compared across replicas (snapshot
 //!   bytes, the [`StateDigest`](crate::shard::digest::StateDigest)) may depend on them: those
 //!   resolve ids back to strings.
@@ -75,8 +75,7 @@ impl std::fmt::Debug for IdKey {
 /// A map from id strings to dense `u32` ids and one value per id (see the module docs).
 #[derive(Clone)]
 pub struct IdMap<V> {
-    /// `(id, hash32(key))`.
-    table: HashTable<(u32, u32)>,
+    table: HashTable<u32>,
     slots: Vec<(IdKey, V)>,
     hasher: foldhash::fast::RandomState,
 }
@@ -87,44 +86,32 @@ impl<V> Default for IdMap<V> {
     }
 }
 
-/// The table's 64-bit hash from a stored 32-bit one: hashbrown takes the bucket from the low
-/// bits and the tag from the top 7, so both halves carry the hash.
-fn spread(hash: u32) -> u64 {
-    (u64::from(hash) << 32) | u64::from(hash)
+/// Is `id` the id of `key`?
+fn names<V>(slots: &[(IdKey, V)], id: u32, key: &str) -> bool {
+    slots.get(id as usize).is_some_and(|(k, _)| k.as_bytes() == key.as_bytes())
 }
 
 impl<V> IdMap<V> {
-    fn hash32(&self, key: &str) -> u32 {
-        let h = self.hasher.hash_one(key);
-        (h ^ (h >> 32)) as u32
-    }
-
     /// The id of `key`, if it was interned.
     pub fn id(&self, key: &str) -> Option<u32> {
-        let hash = self.hash32(key);
-        let slots = &self.slots;
-        let found = self.table.find(spread(hash), |&(id, h)| {
-            h == hash && slots.get(id as usize).is_some_and(|(k, _)| k.as_bytes() == key.as_bytes())
-        });
-        found.map(|&(id, _)| id)
+        let hash = self.hasher.hash_one(key);
+        self.table.find(hash, |&id| names(&self.slots, id, key)).copied()
     }
 
     /// The id of `key`, interning it with the value `new()` if it is new. Returns the id and
     /// whether it was new.
     pub fn intern_with(&mut self, key: &str, new: impl FnOnce() -> V) -> (u32, bool) {
-        let hash = self.hash32(key);
-        let slots = &self.slots;
-        let eq = |&(id, h): &(u32, u32)| {
-            h == hash && slots.get(id as usize).is_some_and(|(k, _)| k.as_bytes() == key.as_bytes())
-        };
-        match self.table.entry(spread(hash), eq, |&(_, h)| spread(h)) {
-            Entry::Occupied(found) => (found.get().0, false),
+        let hash = self.hasher.hash_one(key);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_str()));
+        match self.table.entry(hash, |&id| names(slots, id, key), rehash) {
+            Entry::Occupied(found) => (*found.get(), false),
             Entry::Vacant(vacant) => {
                 // A shard would need terabytes of memory to hold 2^32 keys; ids then wrap
                 // rather than panic, which the table's key check turns into misses, not
                 // into wrong values.
                 let id = self.slots.len() as u32;
-                vacant.insert((id, hash));
+                vacant.insert(id);
                 self.slots.push((IdKey::new(key), new()));
                 (id, true)
             }
@@ -200,7 +187,7 @@ impl<V> IdMap<V> {
     /// Bytes held beyond `size_of::<IdMap<V>>()` by the table, the slots and boxed keys
     /// (not counting what the values hold on the heap).
     pub fn heap_bytes(&self) -> usize {
-        let table = self.table.capacity() * (std::mem::size_of::<(u32, u32)>() + 1);
+        let table = self.table.capacity() * (std::mem::size_of::<u32>() + 1);
         let slots = self.slots.capacity() * std::mem::size_of::<(IdKey, V)>();
         table + slots + self.slots.iter().map(|(k, _)| k.heap_bytes()).sum::<usize>()
     }

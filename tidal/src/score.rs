@@ -72,16 +72,109 @@ impl Decay {
     }
 }
 
-/// An item's decayed value sums per built-in kind, in one shard.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DecayedSums(pub [f64; SCORED_KINDS]);
+/// An item's decayed value sums per built-in kind, in one shard: logically `[f64; 8]`
+/// ([`DecayedSums::to_array`], and that is how it encodes), stored compactly because most
+/// items of a large store see one or two kinds. Up to two sums sit inline (`tags` holds
+/// slot + 1 of each, 0 when unused); a third kind moves all of them to a boxed array. A sum is
+/// "present" once its kind was added, even if it is +0.0, and absent sums read as +0.0, so
+/// the array is exactly what adding into a zeroed `[f64; 8]` would give.
+#[derive(Clone, Default)]
+pub struct DecayedSums {
+    tags: [u8; 2],
+    inline: [f64; 2],
+    spilled: Option<Box<[f64; SCORED_KINDS]>>,
+}
+
+/// The encoded form: the eight sums (the type's original shape).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "DecayedSums")]
+struct SumsRepr([f64; SCORED_KINDS]);
+
+impl Serialize for DecayedSums {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SumsRepr(self.to_array()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecayedSums {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(DecayedSums::from_array(SumsRepr::deserialize(d)?.0))
+    }
+}
+
+impl std::fmt::Debug for DecayedSums {
+    /// As the array (the logical value), whatever the layout.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DecayedSums").field(&self.to_array()).finish()
+    }
+}
+
+impl PartialEq for DecayedSums {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_array() == other.to_array()
+    }
+}
 
 impl DecayedSums {
+    /// The sums from their array form (bit-exact: a -0.0 sum stays -0.0).
+    pub fn from_array(sums: [f64; SCORED_KINDS]) -> DecayedSums {
+        let mut out = DecayedSums::default();
+        let present = sums.iter().filter(|s| s.to_bits() != 0).count();
+        if present > out.tags.len() {
+            out.spilled = Some(Box::new(sums));
+            return out;
+        }
+        let present = sums.iter().enumerate().filter(|(_, s)| s.to_bits() != 0);
+        for (i, (slot, sum)) in present.enumerate() {
+            // slot < 8, so slot + 1 fits a u8.
+            out.tags[i] = slot as u8 + 1;
+            out.inline[i] = *sum;
+        }
+        out
+    }
+
+    /// The eight sums, in slot order.
+    pub fn to_array(&self) -> [f64; SCORED_KINDS] {
+        if let Some(all) = &self.spilled {
+            return **all;
+        }
+        let mut sums = [0.0; SCORED_KINDS];
+        for (tag, sum) in self.tags.iter().zip(self.inline) {
+            if let Some(slot) = sums.get_mut(usize::from(*tag).wrapping_sub(1)) {
+                *slot = sum;
+            }
+        }
+        sums
+    }
+
+    /// The sum of `slot`, made present (zero) if it was not.
+    fn sum_mut(&mut self, slot: usize) -> &mut f64 {
+        if self.spilled.is_none() {
+            let tag = slot as u8 + 1;
+            if let Some(i) = self.tags.iter().position(|t| *t == tag) {
+                return &mut self.inline[i];
+            }
+            if let Some(i) = self.tags.iter().position(|t| *t == 0) {
+                self.tags[i] = tag;
+                self.inline[i] = 0.0;
+                return &mut self.inline[i];
+            }
+            let mut all = Box::new(self.to_array());
+            all[slot] = 0.0;
+            (self.tags, self.inline) = ([0; 2], [0.0; 2]);
+            self.spilled = Some(all);
+        }
+        match &mut self.spilled {
+            Some(all) => &mut all[slot],
+            None => unreachable!("spilled just above"),
+        }
+    }
+
     /// Adds a signal; returns its contribution to the undecayed score under `weights`.
     pub fn add(&mut self, kind: &SignalKind, value: f64, growth: f64, weights: &Weights) -> f64 {
         match slot(kind) {
             Some(i) => {
-                self.0[i] += value * growth;
+                *self.sum_mut(i) += value * growth;
                 weights.0[i] * value * growth
             }
             None => 0.0,
@@ -90,7 +183,12 @@ impl DecayedSums {
 
     /// The undecayed score under `weights`.
     pub fn score(&self, weights: &Weights) -> f64 {
-        self.0.iter().zip(weights.0).map(|(s, w)| s * w).sum()
+        self.to_array().iter().zip(weights.0).map(|(s, w)| s * w).sum()
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.spilled.as_ref().map_or(0, |_| std::mem::size_of::<[f64; SCORED_KINDS]>())
     }
 }
 
@@ -119,8 +217,8 @@ impl Ord for Key {
 /// holds 24-byte entries and comparing them never reads a string.
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    /// Per item: the score and the stable hash of its id.
-    scores: IdMap<(f64, u64)>,
+    /// Per item: the score (the order's hash is recomputed from the id when needed).
+    scores: IdMap<f64>,
     order: BTreeSet<(Key, u64, u32)>,
 }
 
@@ -131,16 +229,17 @@ fn id_hash(item: &str) -> u64 {
 impl ScoreIndex {
     /// Adds `delta` to an item's score, keeping the order.
     pub fn add(&mut self, item: &str, delta: f64) {
-        let (id, new) = self.scores.intern_with(item, || (delta, id_hash(item)));
-        let Some((score, hash)) = self.scores.value_mut(id) else { return };
+        let (id, new) = self.scores.intern_with(item, || delta);
+        let Some(score) = self.scores.value_mut(id) else { return };
+        let hash = id_hash(item);
         if !new {
             if delta == 0.0 {
                 return;
             }
-            self.order.remove(&(Key(*score), *hash, id));
+            self.order.remove(&(Key(*score), hash, id));
             *score += delta;
         }
-        self.order.insert((Key(*score), *hash, id));
+        self.order.insert((Key(*score), hash, id));
     }
 
     /// Drops an item whose score is exactly zero (after its only shard's share was taken
@@ -160,15 +259,15 @@ impl ScoreIndex {
     /// Builds the index from per-shard contributions in one pass: sums per item first, then
     /// one sorted bulk build.
     pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a str, f64)>) -> ScoreIndex {
-        let mut scores: IdMap<(f64, u64)> = IdMap::default();
+        let mut scores: IdMap<f64> = IdMap::default();
         for (item, score) in parts {
-            let (id, new) = scores.intern_with(item, || (score, id_hash(item)));
-            if !new && let Some((sum, _)) = scores.value_mut(id) {
+            let (id, new) = scores.intern_with(item, || score);
+            if !new && let Some(sum) = scores.value_mut(id) {
                 *sum += score;
             }
         }
         let mut order: Vec<(Key, u64, u32)> =
-            scores.iter().map(|(id, _, (score, hash))| (Key(*score), *hash, id)).collect();
+            scores.iter().map(|(id, item, score)| (Key(*score), id_hash(item), id)).collect();
         order.sort_unstable();
         ScoreIndex { scores, order: order.into_iter().collect() }
     }
@@ -180,7 +279,7 @@ impl ScoreIndex {
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
-        self.scores.get(item).map(|(score, _)| *score)
+        self.scores.get(item).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -237,5 +336,25 @@ mod tests {
         let mut other = Weights::default();
         other.set(&SignalKind::Like, 0.0);
         assert_eq!(sums.score(&other), 1.0, "re-weighting needs no replay");
+    }
+
+    #[test]
+    fn sums_spill_past_two_kinds_and_keep_their_array_form() {
+        let w = Weights::default();
+        let mut sums = DecayedSums::default();
+        let mut plain = [0.0f64; SCORED_KINDS];
+        let adds = [(SignalKind::Click, 1.0), (SignalKind::Label, -0.0), (SignalKind::Click, 2.0)];
+        let more = [(SignalKind::Like, 1.5), (SignalKind::Dwell, 30.0), (SignalKind::Impression, 1.0)];
+        for (n, (kind, value)) in adds.iter().chain(&more).enumerate() {
+            sums.add(kind, *value, 2.0, &w);
+            plain[slot(kind).unwrap()] += value * 2.0;
+            assert_eq!(sums.to_array().map(f64::to_bits), plain.map(f64::to_bits), "after {n} adds");
+            assert_eq!(sums.spilled.is_some(), n >= 3, "after {n} adds");
+            let back = DecayedSums::from_array(sums.to_array());
+            assert_eq!(back.to_array().map(f64::to_bits), plain.map(f64::to_bits));
+            let json = serde_json::to_string(&sums).unwrap();
+            assert_eq!(json, serde_json::to_string(&plain).unwrap(), "encodes as the array");
+        }
+        assert!(std::mem::size_of::<DecayedSums>() <= 32);
     }
 }

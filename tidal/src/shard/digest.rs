@@ -84,7 +84,7 @@ impl ShardState {
         acc.put(b'h', "", &(self.shard, self.applied_seq, self.last_hlc));
         for (_, item, entry) in self.items.iter() {
             let ItemEntry { state, decayed } = entry;
-            let sums: Vec<u64> = decayed.0.iter().map(|x| rounded(*x)).collect();
+            let sums: Vec<u64> = decayed.to_array().iter().map(|x| rounded(*x)).collect();
             acc.put(b'i', item, &(state, sums));
         }
         // Items and kinds by name, never by id: ids are layout (see `shard::user`).
