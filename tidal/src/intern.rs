@@ -86,25 +86,93 @@ impl<V> Default for IdMap<V> {
     }
 }
 
-/// Is `id` the id of `key`?
-fn names<V>(slots: &[(IdKey, V)], id: u32, key: &str) -> bool {
-    slots.get(id as usize).is_some_and(|(k, _)| k.as_bytes() == key.as_bytes())
+/// A key being looked up. A short key is built as it would be stored, so it compares as one
+/// fixed-size value (zero padding included) with no call to `memcmp`; a long key compares by
+/// bytes and is boxed only if it gets interned. `IdKey::new` decides the form by length
+/// alone, so a key and its stored form always take the same branch.
+enum Probe<'k> {
+    Inline(IdKey),
+    Long(&'k str),
+}
+
+impl<'k> Probe<'k> {
+    fn new(key: &'k str) -> Probe<'k> {
+        if key.len() <= INLINE_KEY_BYTES_MAX { Probe::Inline(IdKey::new(key)) } else { Probe::Long(key) }
+    }
+
+    fn of(key: &'k IdKey) -> Probe<'k> {
+        match key {
+            IdKey::Inline { .. } => Probe::Inline(key.clone()),
+            IdKey::Boxed(long) => Probe::Long(long),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Probe::Inline(key) => key.as_bytes(),
+            Probe::Long(key) => key.as_bytes(),
+        }
+    }
+
+    fn matches(&self, stored: &IdKey) -> bool {
+        match (self, stored) {
+            (Probe::Inline(key), stored) => key == stored,
+            (Probe::Long(key), IdKey::Boxed(stored)) => key.as_bytes() == stored.as_bytes(),
+            (Probe::Long(_), IdKey::Inline { .. }) => false,
+        }
+    }
+
+    fn into_key(self) -> IdKey {
+        match self {
+            Probe::Inline(key) => key,
+            Probe::Long(key) => IdKey::Boxed(key.into()),
+        }
+    }
+}
+
+/// Is `id` the id of the probed key?
+fn names<V>(slots: &[(IdKey, V)], id: u32, probe: &Probe<'_>) -> bool {
+    slots.get(id as usize).is_some_and(|(k, _)| probe.matches(k))
 }
 
 impl<V> IdMap<V> {
+    /// An empty map with room for `capacity` keys.
+    pub fn with_capacity(capacity: usize) -> Self {
+        IdMap {
+            table: HashTable::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity),
+            ..Self::default()
+        }
+    }
+
+    /// Keys hash as bytes, so a `&str` and a stored key hash alike without a UTF-8 check.
+    fn hash_of(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
+    }
+
     /// The id of `key`, if it was interned.
     pub fn id(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&id| names(&self.slots, id, key)).copied()
+        let probe = Probe::new(key);
+        let hash = self.hash_of(probe.bytes());
+        self.table.find(hash, |&id| names(&self.slots, id, &probe)).copied()
     }
 
     /// The id of `key`, interning it with the value `new()` if it is new. Returns the id and
     /// whether it was new.
     pub fn intern_with(&mut self, key: &str, new: impl FnOnce() -> V) -> (u32, bool) {
-        let hash = self.hasher.hash_one(key);
+        self.intern_probe(Probe::new(key), new)
+    }
+
+    /// [`IdMap::intern_with`] for a key already in [`IdKey`] form (another map's key).
+    pub fn intern_key_with(&mut self, key: &IdKey, new: impl FnOnce() -> V) -> (u32, bool) {
+        self.intern_probe(Probe::of(key), new)
+    }
+
+    fn intern_probe(&mut self, probe: Probe<'_>, new: impl FnOnce() -> V) -> (u32, bool) {
+        let hash = self.hash_of(probe.bytes());
         let (slots, hasher) = (&self.slots, &self.hasher);
-        let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_str()));
-        match self.table.entry(hash, |&id| names(slots, id, key), rehash) {
+        let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_bytes()));
+        match self.table.entry(hash, |&id| names(slots, id, &probe), rehash) {
             Entry::Occupied(found) => (*found.get(), false),
             Entry::Vacant(vacant) => {
                 // A shard would need terabytes of memory to hold 2^32 keys; ids then wrap
@@ -112,7 +180,7 @@ impl<V> IdMap<V> {
                 // into wrong values.
                 let id = self.slots.len() as u32;
                 vacant.insert(id);
-                self.slots.push((IdKey::new(key), new()));
+                self.slots.push((probe.into_key(), new()));
                 (id, true)
             }
         }
@@ -153,6 +221,16 @@ impl<V> IdMap<V> {
     /// The key interned as `id`.
     pub fn key(&self, id: u32) -> Option<&str> {
         self.slots.get(id as usize).map(|(k, _)| k.as_str())
+    }
+
+    /// The key interned as `id`, in stored form (no UTF-8 check).
+    pub fn id_key(&self, id: u32) -> Option<&IdKey> {
+        self.slots.get(id as usize).map(|(k, _)| k)
+    }
+
+    /// `(id, key, value)` in id order, keys in stored form.
+    pub fn iter_keys(&self) -> impl ExactSizeIterator<Item = (u32, &IdKey, &V)> + '_ {
+        self.slots.iter().enumerate().map(|(id, (k, v))| (id as u32, k, v))
     }
 
     pub fn value(&self, id: u32) -> Option<&V> {

@@ -164,7 +164,7 @@ impl ShardState {
         let kind = self.kind_id(&signal.kind);
         self.apply_user(item, kind, replica, ack, signal);
         if let Some(key) = signal.idempotency_key {
-            self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
+            self.idempotency.insert_scoped(signal.user, key, ack);
         }
         self.applied_seq = seq;
         self.last_hlc = self.last_hlc.max(hlc);

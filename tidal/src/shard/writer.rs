@@ -281,8 +281,8 @@ impl ShardWriter {
             // them the other way round).
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             for (item, delta) in &applied.index_deltas {
-                if let Some(key) = state.items.key(*item) {
-                    index.add(key, *delta);
+                if let Some(key) = state.items.id_key(*item) {
+                    index.add_key(key, *delta);
                 }
             }
             applied
