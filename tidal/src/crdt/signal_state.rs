@@ -174,6 +174,12 @@ impl CrdtSignalState {
     fn counters_mut(&mut self, kind: &SignalKind) -> &mut KindCounters {
         let index = match self.kinds.binary_search_by(|(k, _)| k.cmp(kind)) {
             Ok(i) => i,
+            // An item's first kind (most items of a large store have one): one exact
+            // allocation, no Vec round trip.
+            Err(_) if self.kinds.is_empty() => {
+                self.kinds = Box::new([(kind.clone(), KindCounters::default())]);
+                0
+            }
             Err(i) => {
                 let mut kinds = std::mem::take(&mut self.kinds).into_vec();
                 kinds.reserve_exact(1);
