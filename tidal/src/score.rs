@@ -227,6 +227,10 @@ pub struct ScoreIndex {
     /// Per item: the score (the order's hash is recomputed from the id when needed).
     scores: IdMap<f64>,
     order: BTreeSet<(Key, u64, u32)>,
+    /// Ids of items [`ScoreIndex::forget_if_zero`] dropped. An [`IdMap`] never removes an id,
+    /// so a forgotten item keeps its slot but is out of the order, `score` and `len` until
+    /// it is added again (rare: set-aside tails).
+    forgotten: hashbrown::HashSet<u32>,
 }
 
 fn id_hash(item: &[u8]) -> u64 {
@@ -244,7 +248,10 @@ impl ScoreIndex {
         let (id, new) = self.scores.intern_key_with(item, || delta);
         let Some(score) = self.scores.value_mut(id) else { return };
         let hash = id_hash(item.as_bytes());
-        if !new {
+        if !new && !self.forgotten.is_empty() && self.forgotten.remove(&id) {
+            // Back after being forgotten: as new, with `delta` as its score.
+            *score = delta;
+        } else if !new {
             if delta == 0.0 {
                 return;
             }
@@ -257,11 +264,13 @@ impl ScoreIndex {
     /// Drops an item whose score is exactly zero (after its only shard's share was taken
     /// back: a set-aside tail). Returns whether it was dropped.
     pub fn forget_if_zero(&mut self, item: &str) -> bool {
-        match self.scores.get(item) {
-            Some(&(score, hash)) if score == 0.0 => {
-                if let Some((key, _)) = self.scores.remove_entry(item) {
-                    self.order.remove(&(Key(score), hash, key));
-                }
+        let Some(id) = self.scores.id(item).filter(|id| !self.forgotten.contains(id)) else {
+            return false;
+        };
+        match self.scores.value(id) {
+            Some(&score) if score == 0.0 => {
+                self.order.remove(&(Key(score), id_hash(item.as_bytes()), id));
+                self.forgotten.insert(id);
                 true
             }
             _ => false,
@@ -287,7 +296,7 @@ impl ScoreIndex {
         // The order of `Key` (f64::total_cmp) as plain integers: sorting a large index
         // compares much faster than through `total_cmp` and the tuple `Ord`.
         order.sort_unstable_by_key(|&(score, hash, id)| (total_order_bits(score.0), hash, id));
-        ScoreIndex { scores, order: order.into_iter().collect() }
+        ScoreIndex { scores, order: order.into_iter().collect(), forgotten: hashbrown::HashSet::new() }
     }
 
     /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
@@ -297,15 +306,16 @@ impl ScoreIndex {
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
-        self.scores.get(item).copied()
+        let id = self.scores.id(item).filter(|id| !self.forgotten.contains(id))?;
+        self.scores.value(id).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.scores.len()
+        self.scores.len() - self.forgotten.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.len() == 0
     }
 }
 
@@ -328,6 +338,23 @@ mod tests {
         assert_eq!(&*idx.top(1, 0)[0].0, "b");
         assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
         assert_eq!(idx.len(), 3);
+    }
+
+    #[test]
+    fn forgotten_items_leave_until_added_again() {
+        let mut idx = ScoreIndex::default();
+        idx.add("a", 2.0);
+        idx.add("b", 1.0);
+        assert!(!idx.forget_if_zero("a"), "a non-zero score stays");
+        idx.add("a", -2.0);
+        assert!(idx.forget_if_zero("a"));
+        assert!(!idx.forget_if_zero("a"), "already gone");
+        assert!(!idx.forget_if_zero("nobody"));
+        assert_eq!((idx.score("a"), idx.len()), (None, 1));
+        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0)]);
+        idx.add("a", 0.5);
+        assert_eq!((idx.score("a"), idx.len()), (Some(0.5), 2));
+        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0), ("a".to_owned(), 0.5)]);
     }
 
     #[test]
