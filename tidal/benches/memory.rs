@@ -164,7 +164,7 @@ fn run_child(scenario: &str) -> (i64, i64) {
 fn includes(scenario: &str) -> &'static str {
     match scenario {
         "signals" => "per 1M signals over a fixed population: bounded history/ack rings, allocator slack",
-        "items" => "per 1M items: id strings (Arc<str>), CRDT state, hash map overhead, score-index entry",
+        "items" => "per 1M items: interned id (inline), CRDT state, id-map overhead, score-index entry",
         _ => "per 1M users with one session: user entry, history ring, session state + acks, ids",
     }
 }

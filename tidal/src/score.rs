@@ -11,10 +11,10 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::intern::{IdKey, IdMap};
 use crate::signal::SignalKind;
 
 /// Built-in kinds that carry a decayed sum (impression .. label).
@@ -72,16 +72,109 @@ impl Decay {
     }
 }
 
-/// An item's decayed value sums per built-in kind, in one shard.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DecayedSums(pub [f64; SCORED_KINDS]);
+/// An item's decayed value sums per built-in kind, in one shard: logically `[f64; 8]`
+/// ([`DecayedSums::to_array`], and that is how it encodes), stored compactly because most
+/// items of a large store see one or two kinds. Up to two sums sit inline (`tags` holds
+/// slot + 1 of each, 0 when unused); a third kind moves all of them to a boxed array. A sum is
+/// "present" once its kind was added, even if it is +0.0, and absent sums read as +0.0, so
+/// the array is exactly what adding into a zeroed `[f64; 8]` would give.
+#[derive(Clone, Default)]
+pub struct DecayedSums {
+    tags: [u8; 2],
+    inline: [f64; 2],
+    spilled: Option<Box<[f64; SCORED_KINDS]>>,
+}
+
+/// The encoded form: the eight sums (the type's original shape).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "DecayedSums")]
+struct SumsRepr([f64; SCORED_KINDS]);
+
+impl Serialize for DecayedSums {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SumsRepr(self.to_array()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecayedSums {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(DecayedSums::from_array(SumsRepr::deserialize(d)?.0))
+    }
+}
+
+impl std::fmt::Debug for DecayedSums {
+    /// As the array (the logical value), whatever the layout.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DecayedSums").field(&self.to_array()).finish()
+    }
+}
+
+impl PartialEq for DecayedSums {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_array() == other.to_array()
+    }
+}
 
 impl DecayedSums {
+    /// The sums from their array form (bit-exact: a -0.0 sum stays -0.0).
+    pub fn from_array(sums: [f64; SCORED_KINDS]) -> DecayedSums {
+        let mut out = DecayedSums::default();
+        let present = sums.iter().filter(|s| s.to_bits() != 0).count();
+        if present > out.tags.len() {
+            out.spilled = Some(Box::new(sums));
+            return out;
+        }
+        let present = sums.iter().enumerate().filter(|(_, s)| s.to_bits() != 0);
+        for (i, (slot, sum)) in present.enumerate() {
+            // slot < 8, so slot + 1 fits a u8.
+            out.tags[i] = slot as u8 + 1;
+            out.inline[i] = *sum;
+        }
+        out
+    }
+
+    /// The eight sums, in slot order.
+    pub fn to_array(&self) -> [f64; SCORED_KINDS] {
+        if let Some(all) = &self.spilled {
+            return **all;
+        }
+        let mut sums = [0.0; SCORED_KINDS];
+        for (tag, sum) in self.tags.iter().zip(self.inline) {
+            if let Some(slot) = sums.get_mut(usize::from(*tag).wrapping_sub(1)) {
+                *slot = sum;
+            }
+        }
+        sums
+    }
+
+    /// The sum of `slot`, made present (zero) if it was not.
+    fn sum_mut(&mut self, slot: usize) -> &mut f64 {
+        if self.spilled.is_none() {
+            let tag = slot as u8 + 1;
+            if let Some(i) = self.tags.iter().position(|t| *t == tag) {
+                return &mut self.inline[i];
+            }
+            if let Some(i) = self.tags.iter().position(|t| *t == 0) {
+                self.tags[i] = tag;
+                self.inline[i] = 0.0;
+                return &mut self.inline[i];
+            }
+            let mut all = Box::new(self.to_array());
+            all[slot] = 0.0;
+            (self.tags, self.inline) = ([0; 2], [0.0; 2]);
+            self.spilled = Some(all);
+        }
+        match &mut self.spilled {
+            Some(all) => &mut all[slot],
+            None => unreachable!("spilled just above"),
+        }
+    }
+
     /// Adds a signal; returns its contribution to the undecayed score under `weights`.
     pub fn add(&mut self, kind: &SignalKind, value: f64, growth: f64, weights: &Weights) -> f64 {
         match slot(kind) {
             Some(i) => {
-                self.0[i] += value * growth;
+                *self.sum_mut(i) += value * growth;
                 weights.0[i] * value * growth
             }
             None => 0.0,
@@ -90,8 +183,20 @@ impl DecayedSums {
 
     /// The undecayed score under `weights`.
     pub fn score(&self, weights: &Weights) -> f64 {
-        self.0.iter().zip(weights.0).map(|(s, w)| s * w).sum()
+        self.to_array().iter().zip(weights.0).map(|(s, w)| s * w).sum()
     }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.spilled.as_ref().map_or(0, |_| std::mem::size_of::<[f64; SCORED_KINDS]>())
+    }
+}
+
+/// `x`'s bits mapped so that integer order is `f64::total_cmp` order (what `total_cmp`
+/// itself compares).
+fn total_order_bits(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 /// A score in total order (NaN cannot occur, but would sort last rather than panic).
@@ -113,47 +218,59 @@ impl Ord for Key {
 /// Every item's undecayed score, merged across shards, ordered for top-k.
 ///
 /// Equal scores are common (every item seen once has the same one), so the order breaks ties
-/// by a stable hash of the id before the id itself: comparisons rarely reach the id's bytes
-/// (each a pointer chase, and the main cost of maintaining the order before).
+/// by a stable hash of the id, then by the index's own id of the item (ties of both score
+/// and 64-bit hash practically never happen; they fall to the order the index first saw the
+/// items in). Items are interned ([`IdMap`]: the key once, inline when short), so the order
+/// holds 24-byte entries and comparing them never reads a string.
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    scores: hashbrown::HashMap<Arc<str>, (f64, u64)>,
-    order: BTreeSet<(Key, u64, Arc<str>)>,
+    /// Per item: the score (the order's hash is recomputed from the id when needed).
+    scores: IdMap<f64>,
+    order: BTreeSet<(Key, u64, u32)>,
+    /// Ids of items [`ScoreIndex::forget_if_zero`] dropped. An [`IdMap`] never removes an id,
+    /// so a forgotten item keeps its slot but is out of the order, `score` and `len` until
+    /// it is added again (rare: set-aside tails).
+    forgotten: hashbrown::HashSet<u32>,
 }
 
-fn id_hash(item: &str) -> u64 {
-    crate::shard::router::stable_hash(item.as_bytes())
+fn id_hash(item: &[u8]) -> u64 {
+    crate::shard::router::stable_hash(item)
 }
 
 impl ScoreIndex {
     /// Adds `delta` to an item's score, keeping the order.
-    pub fn add(&mut self, item: &Arc<str>, delta: f64) {
-        if delta == 0.0 && self.scores.contains_key(item) {
-            return;
-        }
-        match self.scores.get_key_value_mut(&**item) {
-            Some((key, (score, hash))) => {
-                let old = *score;
-                *score += delta;
-                self.order.remove(&(Key(old), *hash, key.clone()));
-                self.order.insert((Key(*score), *hash, key.clone()));
+    pub fn add(&mut self, item: &str, delta: f64) {
+        self.add_key(&IdKey::new(item), delta);
+    }
+
+    /// [`ScoreIndex::add`] for an item named by a shard's stored key.
+    pub fn add_key(&mut self, item: &IdKey, delta: f64) {
+        let (id, new) = self.scores.intern_key_with(item, || delta);
+        let Some(score) = self.scores.value_mut(id) else { return };
+        let hash = id_hash(item.as_bytes());
+        if !new && !self.forgotten.is_empty() && self.forgotten.remove(&id) {
+            // Back after being forgotten: as new, with `delta` as its score.
+            *score = delta;
+        } else if !new {
+            if delta == 0.0 {
+                return;
             }
-            None => {
-                let hash = id_hash(item);
-                self.scores.insert(item.clone(), (delta, hash));
-                self.order.insert((Key(delta), hash, item.clone()));
-            }
+            self.order.remove(&(Key(*score), hash, id));
+            *score += delta;
         }
+        self.order.insert((Key(*score), hash, id));
     }
 
     /// Drops an item whose score is exactly zero (after its only shard's share was taken
     /// back: a set-aside tail). Returns whether it was dropped.
     pub fn forget_if_zero(&mut self, item: &str) -> bool {
-        match self.scores.get(item) {
-            Some(&(score, hash)) if score == 0.0 => {
-                if let Some((key, _)) = self.scores.remove_entry(item) {
-                    self.order.remove(&(Key(score), hash, key));
-                }
+        let Some(id) = self.scores.id(item).filter(|id| !self.forgotten.contains(id)) else {
+            return false;
+        };
+        match self.scores.value(id) {
+            Some(&score) if score == 0.0 => {
+                self.order.remove(&(Key(score), id_hash(item.as_bytes()), id));
+                self.forgotten.insert(id);
                 true
             }
             _ => false,
@@ -161,38 +278,44 @@ impl ScoreIndex {
     }
 
     /// Builds the index from per-shard contributions in one pass: sums per item first, then
-    /// one sorted bulk build (inserting one by one would compare ids on every tie).
-    pub fn from_parts<'a>(parts: impl IntoIterator<Item = (&'a Arc<str>, f64)>) -> ScoreIndex {
-        let mut scores: hashbrown::HashMap<Arc<str>, (f64, u64)> = hashbrown::HashMap::new();
+    /// one sorted bulk build. `parts_hint` (the number of parts, or an upper bound on the
+    /// items) sizes the id map once instead of growing it step by step.
+    pub fn from_parts<'a>(
+        parts: impl IntoIterator<Item = (&'a IdKey, f64)>,
+        parts_hint: usize,
+    ) -> ScoreIndex {
+        let mut scores: IdMap<f64> = IdMap::with_capacity(parts_hint);
         for (item, score) in parts {
-            match scores.get_mut(&**item) {
-                Some((sum, _)) => *sum += score,
-                None => {
-                    scores.insert(item.clone(), (score, id_hash(item)));
-                }
+            let (id, new) = scores.intern_key_with(item, || score);
+            if !new && let Some(sum) = scores.value_mut(id) {
+                *sum += score;
             }
         }
-        let mut order: Vec<(Key, u64, Arc<str>)> =
-            scores.iter().map(|(item, (score, hash))| (Key(*score), *hash, item.clone())).collect();
-        order.sort_unstable();
-        ScoreIndex { scores, order: order.into_iter().collect() }
+        let mut order: Vec<(Key, u64, u32)> =
+            scores.iter_keys().map(|(id, item, score)| (Key(*score), id_hash(item.as_bytes()), id)).collect();
+        // The order of `Key` (f64::total_cmp) as plain integers: sorting a large index
+        // compares much faster than through `total_cmp` and the tuple `Ord`.
+        order.sort_unstable_by_key(|&(score, hash, id)| (total_order_bits(score.0), hash, id));
+        ScoreIndex { scores, order: order.into_iter().collect(), forgotten: hashbrown::HashSet::new() }
     }
 
     /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
-    pub fn top(&self, k: usize, offset: usize) -> Vec<(Arc<str>, f64)> {
-        self.order.iter().rev().skip(offset).take(k).map(|(s, _, item)| (item.clone(), s.0)).collect()
+    pub fn top(&self, k: usize, offset: usize) -> Vec<(String, f64)> {
+        let ranked = self.order.iter().rev().skip(offset).take(k);
+        ranked.filter_map(|(s, _, id)| Some((self.scores.key(*id)?.to_owned(), s.0))).collect()
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
-        self.scores.get(item).map(|(score, _)| *score)
+        let id = self.scores.id(item).filter(|id| !self.forgotten.contains(id))?;
+        self.scores.value(id).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.scores.len()
+        self.scores.len() - self.forgotten.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.len() == 0
     }
 }
 
@@ -203,18 +326,35 @@ mod tests {
     #[test]
     fn index_orders_and_updates() {
         let mut idx = ScoreIndex::default();
-        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
-        idx.add(&a, 1.0);
-        idx.add(&b, 5.0);
-        idx.add(&c, 3.0);
-        idx.add(&a, 10.0);
+        let (a, b, c) = ("a", "b", "c");
+        idx.add(a, 1.0);
+        idx.add(b, 5.0);
+        idx.add(c, 3.0);
+        idx.add(a, 10.0);
         let top: Vec<String> = idx.top(2, 0).into_iter().map(|(i, _)| i.to_string()).collect();
         assert_eq!(top, ["a", "b"]);
         assert_eq!(idx.top(5, 2).len(), 1);
-        idx.add(&a, -20.0);
+        idx.add(a, -20.0);
         assert_eq!(&*idx.top(1, 0)[0].0, "b");
         assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
         assert_eq!(idx.len(), 3);
+    }
+
+    #[test]
+    fn forgotten_items_leave_until_added_again() {
+        let mut idx = ScoreIndex::default();
+        idx.add("a", 2.0);
+        idx.add("b", 1.0);
+        assert!(!idx.forget_if_zero("a"), "a non-zero score stays");
+        idx.add("a", -2.0);
+        assert!(idx.forget_if_zero("a"));
+        assert!(!idx.forget_if_zero("a"), "already gone");
+        assert!(!idx.forget_if_zero("nobody"));
+        assert_eq!((idx.score("a"), idx.len()), (None, 1));
+        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0)]);
+        idx.add("a", 0.5);
+        assert_eq!((idx.score("a"), idx.len()), (Some(0.5), 2));
+        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0), ("a".to_owned(), 0.5)]);
     }
 
     #[test]
@@ -241,5 +381,35 @@ mod tests {
         let mut other = Weights::default();
         other.set(&SignalKind::Like, 0.0);
         assert_eq!(sums.score(&other), 1.0, "re-weighting needs no replay");
+    }
+
+    #[test]
+    fn integer_order_is_total_cmp_order() {
+        let xs = [f64::NEG_INFINITY, -3.5, -0.0, 0.0, 1e-300, 2.0, f64::INFINITY, f64::NAN, -f64::NAN];
+        for a in xs {
+            for b in xs {
+                assert_eq!(total_order_bits(a).cmp(&total_order_bits(b)), a.total_cmp(&b), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_spill_past_two_kinds_and_keep_their_array_form() {
+        let w = Weights::default();
+        let mut sums = DecayedSums::default();
+        let mut plain = [0.0f64; SCORED_KINDS];
+        let adds = [(SignalKind::Click, 1.0), (SignalKind::Label, -0.0), (SignalKind::Click, 2.0)];
+        let more = [(SignalKind::Like, 1.5), (SignalKind::Dwell, 30.0), (SignalKind::Impression, 1.0)];
+        for (n, (kind, value)) in adds.iter().chain(&more).enumerate() {
+            sums.add(kind, *value, 2.0, &w);
+            plain[slot(kind).unwrap()] += value * 2.0;
+            assert_eq!(sums.to_array().map(f64::to_bits), plain.map(f64::to_bits), "after {n} adds");
+            assert_eq!(sums.spilled.is_some(), n >= 3, "after {n} adds");
+            let back = DecayedSums::from_array(sums.to_array());
+            assert_eq!(back.to_array().map(f64::to_bits), plain.map(f64::to_bits));
+            let json = serde_json::to_string(&sums).unwrap();
+            assert_eq!(json, serde_json::to_string(&plain).unwrap(), "encodes as the array");
+        }
+        assert!(std::mem::size_of::<DecayedSums>() <= 32);
     }
 }

@@ -119,6 +119,8 @@ pub struct IdempotencyStore {
     order: VecDeque<Arc<str>>,
     window_ms: u64,
     keys_max: usize,
+    /// Reused to build scoped keys (not state).
+    scratch: String,
 }
 
 impl IdempotencyStore {
@@ -147,6 +149,18 @@ impl IdempotencyStore {
             self.order.push_back(key);
         }
         self.evict(ack.hlc);
+    }
+
+    /// [`IdempotencyStore::insert`] of `scoped_key(user, key)`, built in a reused buffer so
+    /// the apply path allocates the key once (its shared copy), not twice.
+    pub fn insert_scoped(&mut self, user: &str, key: &str, ack: Ack) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.push_str(user);
+        scratch.push('\u{1f}');
+        scratch.push_str(key);
+        self.insert(&scratch, ack);
+        self.scratch = scratch;
     }
 
     fn evict(&mut self, newest: Hlc) {
@@ -250,6 +264,11 @@ mod tests {
         let mut store = IdempotencyStore::new(1_000, 10);
         store.insert(&IdempotencyStore::scoped_key("alice", "k"), ack(1));
         assert_eq!(store.get(&IdempotencyStore::scoped_key("bob", "k")), None);
+        store.insert_scoped("bob", "k", ack(2));
+        store.insert_scoped("al", "ice", ack(3));
+        assert_eq!(store.get(&IdempotencyStore::scoped_key("bob", "k")), Some(ack(2)));
+        assert_eq!(store.get(&IdempotencyStore::scoped_key("alice", "k")), Some(ack(1)));
+        assert_eq!(store.get(&IdempotencyStore::scoped_key("al", "ice")), Some(ack(3)));
     }
 
     #[test]

@@ -118,6 +118,17 @@ impl<T: Ord + Clone> AddWinsSet<T> {
         self.entries.contains_key(elem)
     }
 
+    /// The same set over other elements: `f` maps each element (it must be injective, or
+    /// elements would merge). Dots and the causal context are kept as they are. Used to
+    /// store a set over interned ids and to encode it over the strings they stand for.
+    pub fn try_map<U: Ord, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<AddWinsSet<U>, E> {
+        let mut entries = BTreeMap::new();
+        for (elem, dots) in &self.entries {
+            entries.insert(f(elem)?, dots.clone());
+        }
+        Ok(AddWinsSet { entries, context: self.context.clone() })
+    }
+
     /// The elements, in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         self.entries.keys()

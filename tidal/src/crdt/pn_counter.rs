@@ -78,7 +78,11 @@ impl Slots {
     /// Inserts a slot for a replica that has none, at `index` (from a failed binary search).
     fn insert(&mut self, index: usize, slot: Slot) {
         let mut slots = match std::mem::take(self) {
-            Slots::Empty => Vec::with_capacity(1),
+            // The common first write of a counter: inline, no allocation.
+            Slots::Empty => {
+                *self = Slots::One(slot);
+                return;
+            }
             Slots::One(one) => {
                 let mut v = Vec::with_capacity(2);
                 v.push(one);

@@ -397,9 +397,10 @@ fn recover_all(
 /// The store-wide ranking from every shard's decayed sums under the current weights.
 fn build_index(opened: &[OpenedShard], weights: &Weights) -> ScoreIndex {
     ScoreIndex::from_parts(
-        opened
-            .iter()
-            .flat_map(|o| o.state.items.iter().map(|(item, entry)| (item, entry.decayed.score(weights)))),
+        opened.iter().flat_map(|o| {
+            o.state.items.iter_keys().map(|(_, item, entry)| (item, entry.decayed.score(weights)))
+        }),
+        opened.iter().map(|o| o.state.items.len()).sum(),
     )
 }
 

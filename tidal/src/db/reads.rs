@@ -34,13 +34,14 @@ impl Db {
         let shard = self.inner.router.shard_for(user);
         let state = self.inner.shards[shard as usize].state.read().unwrap_or_else(|e| e.into_inner());
         let found = state.users.get(user)?;
-        let mut hard_negatives: Vec<String> = found.hard_negatives.iter().map(|i| i.to_string()).collect();
+        let mut hard_negatives: Vec<String> =
+            found.hard_negative_ids().filter_map(|id| state.items.key(id)).map(str::to_owned).collect();
         hard_negatives.sort();
         Some(UserView {
             user: user.to_owned(),
             shard,
             hard_negatives,
-            history: found.history.iter().cloned().collect(),
+            history: found.history.iter().map(|h| state.history_entry(h)).collect(),
             sessions: found
                 .sessions
                 .iter()
@@ -68,10 +69,8 @@ impl Db {
         let at_ms = self.inner.clock.now().physical_ms();
         let decay = self.inner.scoring.decay;
         let top = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).top(k, offset);
-        let items = top
-            .into_iter()
-            .map(|(item, raw)| RankedItem { item: item.to_string(), score: decay.at(raw, at_ms) })
-            .collect();
+        let items =
+            top.into_iter().map(|(item, raw)| RankedItem { item, score: decay.at(raw, at_ms) }).collect();
         Ok(TopK { items, at_ms, seqs })
     }
 
@@ -87,8 +86,12 @@ impl Db {
         let state = self.inner.shards[shard as usize].state.read().unwrap_or_else(|e| e.into_inner());
         let found = state.users.get(user)?;
         let hwm = found.session(session)?.hwm;
-        let entries =
-            found.history.iter().filter(|e| e.session.as_deref() == Some(session)).cloned().collect();
+        let entries = found
+            .history
+            .iter()
+            .filter(|e| e.session.as_deref() == Some(session))
+            .map(|e| state.history_entry(e))
+            .collect();
         Some(SessionHistory {
             user: user.to_owned(),
             session: session.to_owned(),

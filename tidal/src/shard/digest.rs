@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::state::{ItemEntry, ShardState, UserState};
+use super::state::{ItemEntry, ShardState};
 use crate::shard::router::stable_hash;
 
 /// Two lanes of wrapping sums of element hashes, plus the element count and the shard's
@@ -82,14 +82,14 @@ impl ShardState {
             buf: Vec::with_capacity(256),
         };
         acc.put(b'h', "", &(self.shard, self.applied_seq, self.last_hlc));
-        for (item, entry) in &self.items {
+        for (_, item, entry) in self.items.iter() {
             let ItemEntry { state, decayed } = entry;
-            let sums: Vec<u64> = decayed.0.iter().map(|x| rounded(*x)).collect();
+            let sums: Vec<u64> = decayed.to_array().iter().map(|x| rounded(*x)).collect();
             acc.put(b'i', item, &(state, sums));
         }
-        for (user, state) in &self.users {
-            let UserState { hard_negatives, history, sessions, evicted_sessions } = state;
-            acc.put(b'u', user, &(hard_negatives, history, sessions, evicted_sessions));
+        // Items and kinds by name, never by id: ids are layout (see `shard::user`).
+        for (_, user, state) in self.users.iter() {
+            acc.put(b'u', user, &self.user_ref(state));
         }
         for (key, ack) in self.idempotency.entries() {
             acc.put(b'k', key, &ack);
@@ -137,15 +137,31 @@ mod tests {
         st
     }
 
+    /// The same logical state with every item and user id assigned in reverse order.
+    fn relabeled(st: &ShardState) -> ShardState {
+        let mut out = ShardState::new(st.shard, st.limits);
+        (out.applied_seq, out.last_hlc) = (st.applied_seq, st.last_hlc);
+        out.idempotency = st.idempotency.clone();
+        let items: Vec<_> = st.items.iter().collect();
+        for (_, key, entry) in items.into_iter().rev() {
+            out.items.insert(key, entry.clone());
+        }
+        let users: Vec<_> = st.users.iter().collect();
+        for (_, key, user) in users.into_iter().rev() {
+            let wire = serde_json::from_str(&serde_json::to_string(&st.user_ref(user)).unwrap()).unwrap();
+            let user = out.user_from_wire(wire).unwrap();
+            out.users.insert(key, user);
+        }
+        out
+    }
+
     #[test]
-    fn equal_states_have_equal_digests_whatever_the_map_order() {
+    fn equal_states_have_equal_digests_whatever_the_ids() {
         let a = fed(0..40);
-        let mut b = fed(0..40);
-        // Rebuild b's maps in another insertion order: same logical state.
-        let items: Vec<_> = b.items.drain().collect();
-        b.items.extend(items.into_iter().rev());
-        let users: Vec<_> = b.users.drain().collect();
-        b.users.extend(users.into_iter().rev());
+        let b = relabeled(&a);
+        assert_ne!(a.items.id("i0"), b.items.id("i0"), "the layouts differ");
+        assert_ne!(a.users.id("u0"), b.users.id("u0"), "the layouts differ");
+        assert!(a.users.values().any(|u| u.hard_negative_ids().count() > 0), "negatives are covered");
         assert_eq!(a.digest(), b.digest());
     }
 

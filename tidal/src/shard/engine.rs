@@ -11,8 +11,6 @@
 //! Invariant: for the same state and the same records, every caller gets the same state and
 //! the same outcome, so the leader's writer, recovery and a follower agree byte for byte.
 
-use std::sync::Arc;
-
 use foldhash::HashMap;
 
 use super::state::ShardState;
@@ -167,12 +165,13 @@ fn note(local: &mut Overlay, state: &ShardState, group: &Overlay, s: &Signal, ac
     entry.1.push((n, ack));
 }
 
-/// What applying records did: the shard's new applied seq and, per record, the item and its
-/// contribution to the store-wide ranking (the runtime adds them to its index).
+/// What applying records did: the shard's new applied seq and, per record, the item (its id
+/// in the shard's item map: `state.items.key(id)`) and its contribution to the store-wide
+/// ranking (the runtime adds them to its index).
 #[derive(Debug, Default)]
 pub struct Applied {
     pub applied_seq: u64,
-    pub index_deltas: Vec<(Arc<str>, f64)>,
+    pub index_deltas: Vec<(u32, f64)>,
 }
 
 /// Applies `records` (seqs `first_seq..`) written by node `origin`. The caller guarantees
@@ -192,14 +191,15 @@ pub fn apply_records(
 }
 
 /// Applies one record (seq `seq`, from a batch node `origin` wrote): the step every path
-/// shares. Returns the item and its contribution to the undecayed score.
+/// shares. Returns the item's id in the shard's item map and its contribution to the
+/// undecayed score.
 pub fn apply_record(
     state: &mut ShardState,
     seq: u64,
     origin: u32,
     hlc: Hlc,
     signal: &SignalRef<'_>,
-) -> (Arc<str>, f64) {
+) -> (u32, f64) {
     state.apply(seq, origin, hlc, signal)
 }
 

@@ -14,6 +14,7 @@ pub mod set_aside;
 pub mod snapshot;
 pub(crate) mod snapshot_job;
 pub mod state;
+pub mod user;
 pub(crate) mod writer;
 mod writer_replica;
 

@@ -153,14 +153,14 @@ impl ShardWriter {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (item, entry) in &state.items {
-                index.add(item, -entry.decayed.score(&weights));
+            for (_, item, entry) in state.items.iter_keys() {
+                index.add_key(item, -entry.decayed.score(&weights));
             }
-            for (item, entry) in &opened.state.items {
-                index.add(item, entry.decayed.score(&weights));
+            for (_, item, entry) in opened.state.items.iter_keys() {
+                index.add_key(item, entry.decayed.score(&weights));
             }
             // Items only the set-aside records had (here): gone, unless another shard has them.
-            for item in state.items.keys().filter(|k| !opened.state.items.contains_key(*k)) {
+            for (_, item, _) in state.items.iter().filter(|(_, k, _)| !opened.state.items.contains_key(k)) {
                 index.forget_if_zero(item);
             }
         }

@@ -25,11 +25,11 @@
 //! them on, so a damaged newest snapshot falls back to the older one plus the WAL.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{ItemEntry, ShardParams, ShardState, UserState};
+use super::state::{ItemEntry, ShardParams, ShardState};
+use super::user::{UserStateRef, UserStateWire};
 use crate::hlc::Hlc;
 use crate::session::{Ack, IdempotencyStore};
 use crate::wal::WalError;
@@ -52,28 +52,33 @@ struct BodyRef<'a> {
     applied_seq: u64,
     last_hlc: Hlc,
     items: Vec<(&'a str, &'a ItemEntry)>,
-    users: Vec<(&'a str, &'a UserState)>,
+    /// Items and kinds by name, never by the shard's ids (see `shard::user`).
+    users: Vec<(&'a str, UserStateRef<'a>)>,
     idempotency: Vec<(&'a str, Ack)>,
 }
 
-/// A v2 body: a v3 body without the parameters.
+/// A v2 body: a v3 body without the parameters. Ids borrow from the snapshot bytes.
 #[derive(Deserialize)]
-struct BodyOwned {
+struct BodyOwned<'a> {
     applied_seq: u64,
     last_hlc: Hlc,
-    items: Vec<(Arc<str>, ItemEntry)>,
-    users: Vec<(Box<str>, UserState)>,
+    #[serde(borrow)]
+    items: Vec<(&'a str, ItemEntry)>,
+    #[serde(borrow)]
+    users: Vec<(&'a str, UserStateWire)>,
     idempotency: Vec<(String, Ack)>,
 }
 
 /// A v3 body (postcard has no `flatten`: the fields of [`BodyOwned`] after the parameters).
 #[derive(Deserialize)]
-struct BodyOwnedV3 {
+struct BodyOwnedV3<'a> {
     params: ShardParams,
     applied_seq: u64,
     last_hlc: Hlc,
-    items: Vec<(Arc<str>, ItemEntry)>,
-    users: Vec<(Box<str>, UserState)>,
+    #[serde(borrow)]
+    items: Vec<(&'a str, ItemEntry)>,
+    #[serde(borrow)]
+    users: Vec<(&'a str, UserStateWire)>,
     idempotency: Vec<(String, Ack)>,
 }
 
@@ -101,6 +106,10 @@ pub enum SnapshotError {
     Seq,
     #[error("pinned parameters differ: the snapshot has {snapshot:?}, the store {store:?}")]
     Params { snapshot: Box<ShardParams>, store: Box<ShardParams> },
+    /// The body decoded but breaks an invariant of the state (a user naming an item the
+    /// snapshot does not hold).
+    #[error("inconsistent state: user {user:?} {reason}")]
+    Inconsistent { user: String, reason: String },
 }
 
 /// The file name of a snapshot.
@@ -135,8 +144,8 @@ pub fn encode(state: &ShardState, params: &ShardParams) -> Result<Vec<u8>, Strin
         params: *params,
         applied_seq: state.applied_seq,
         last_hlc: state.last_hlc,
-        items: state.items.iter().map(|(k, v)| (&**k, v)).collect(),
-        users: state.users.iter().map(|(k, v)| (&**k, v)).collect(),
+        items: state.items.iter().map(|(_, k, v)| (k, v)).collect(),
+        users: state.users.iter().map(|(_, k, v)| (k, state.user_ref(v))).collect(),
         idempotency: state.idempotency.entries().collect(),
     };
     let body = postcard::to_extend(&body, Vec::new()).map_err(|e| format!("encode: {e}"))?;
@@ -196,35 +205,28 @@ pub fn decode(bytes: &[u8], shard: u32, params: &ShardParams) -> Result<ShardSta
     if owned.applied_seq != u64_at(16) {
         return Err(SnapshotError::Seq);
     }
-    Ok(into_state(owned, shard, params))
+    into_state(owned, shard, params)
 }
 
-fn into_state(body: BodyOwned, shard: u32, params: &ShardParams) -> ShardState {
+fn into_state(body: BodyOwned<'_>, shard: u32, params: &ShardParams) -> Result<ShardState, SnapshotError> {
     let limits = params.limits;
     let mut state = ShardState::with_params(shard, params);
     state.applied_seq = body.applied_seq;
     state.last_hlc = body.last_hlc;
+    // Items first: users name them by id, which interning the items assigns.
     state.items = body.items.into_iter().collect();
-    state.users = body.users.into_iter().collect();
-    // Re-share the ids the history rings hold with the item map's keys and the sessions.
-    for user in state.users.values_mut() {
-        for entry in &mut user.history {
-            if let Some((key, _)) = state.items.get_key_value(&*entry.item) {
-                entry.item = key.clone();
-            }
-            if let Some(session) = &entry.session
-                && let Some(own) = user.sessions.iter().find(|s| s.session == *session)
-            {
-                entry.session = Some(own.session.clone());
-            }
-        }
+    for (user, wire) in body.users {
+        let decoded = state
+            .user_from_wire(wire)
+            .map_err(|reason| SnapshotError::Inconsistent { user: user.to_owned(), reason })?;
+        state.users.insert(user, decoded);
     }
     state.idempotency = IdempotencyStore::from_entries(
         limits.idempotency_window_ms,
         limits.idempotency_keys_max,
         body.idempotency,
     );
-    state
+    Ok(state)
 }
 
 /// Writes a snapshot atomically; returns its path.
@@ -276,8 +278,8 @@ mod tests {
 
     /// A version 2 snapshot (no parameters in the body), as older builds wrote.
     fn encode_v2(state: &ShardState) -> Vec<u8> {
-        let items: Vec<_> = state.items.iter().map(|(k, v)| (&**k, v)).collect();
-        let users: Vec<_> = state.users.iter().map(|(k, v)| (&**k, v)).collect();
+        let items: Vec<_> = state.items.iter().map(|(_, k, v)| (k, v)).collect();
+        let users: Vec<_> = state.users.iter().map(|(_, k, v)| (k, state.user_ref(v))).collect();
         let idempotency: Vec<_> = state.idempotency.entries().collect();
         let body = (state.applied_seq, state.last_hlc, items, users, idempotency);
         frame(VERSION_V2, state, &postcard::to_allocvec(&body).unwrap())
@@ -311,9 +313,13 @@ mod tests {
     }
 
     fn summary(st: &ShardState) -> String {
-        let mut items: Vec<_> = st.items.iter().map(|(k, v)| format!("{k}:{v:?}")).collect();
+        let mut items: Vec<_> = st.items.iter().map(|(_, k, v)| format!("{k}:{v:?}")).collect();
         items.sort();
-        let mut users: Vec<_> = st.users.iter().map(|(k, v)| format!("{k}:{v:?}")).collect();
+        let mut users: Vec<_> = st
+            .users
+            .iter()
+            .map(|(_, k, v)| format!("{k}:{}", serde_json::to_string(&st.user_ref(v)).unwrap()))
+            .collect();
         users.sort();
         let idem: Vec<_> = st.idempotency.entries().map(|(k, a)| format!("{k}:{a:?}")).collect();
         format!("{} {:?} {items:?} {users:?} {idem:?}", st.applied_seq, st.last_hlc)
@@ -360,3 +366,7 @@ mod tests {
         assert_eq!(parse_file_name("snap-s0003-00000000000000000042.snap.tmp"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_golden_tests.rs"]
+mod golden_tests;

@@ -6,16 +6,22 @@
 //! snapshot loading), and of the pinned [`StateLimits`] and decay, so a replayed or
 //! replicated shard equals the writer's. CRDT slots are credited to the *origin* node's
 //! replica id, never to the applying node's: a follower replaying a leader's batches holds
-//! the leader's replica, and merging the two copies does not double count. Item ids are interned as `Arc<str>` and shared by
-//! the history rings, so a popular item costs its bytes once.
+//! the leader's replica, and merging the two copies does not double count.
+//!
+//! Layout: items, users and custom kind names are interned per shard
+//! ([`IdMap`]: dense `u32` ids, values in id-indexed slots, short keys inline), and the
+//! history rings, hard-negative sets and index deltas hold the `u32`s, so a popular item costs
+//! its bytes once and applying a record moves no reference counts. Ids are layout only:
+//! snapshots and the digest resolve them to strings ([`super::user`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{AddWinsSet, CrdtSignalState, replica_id};
+pub use super::user::{HistorySlot, KindId, UserState};
+use crate::crdt::{CrdtSignalState, replica_id};
 use crate::hlc::Hlc;
+use crate::intern::IdMap;
 use crate::options::{USER_HISTORY_MAX_DEFAULT, USER_SESSIONS_MAX_DEFAULT};
 use crate::score::{Decay, DecayedSums, HALF_LIFE_MS_DEFAULT, Weights};
 use crate::session::{
@@ -24,10 +30,6 @@ use crate::session::{
 };
 use crate::shard::router::stable_hash;
 use crate::signal::{SignalKind, SignalRef};
-
-/// The hash map of shard state: hashbrown for `get_key_value_mut` (one probe per item on
-/// the hot path), with its default randomly seeded foldhash.
-pub type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// Limits that shape the state; they must be equal wherever a shard's WAL is replayed, so
 /// they are pinned in the manifest and in every snapshot.
@@ -85,37 +87,16 @@ impl Default for Scoring {
     }
 }
 
-/// One entry of a user's recent history.
+/// One entry of a user's recent history, as reads return it (the ring itself holds
+/// [`HistorySlot`]s).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub item: Arc<str>,
     pub kind: SignalKind,
     pub value: f64,
     pub hlc: Hlc,
-    /// Shared with the session's own record: no allocation per signal.
+    /// Shared with the session's own record.
     pub session: Option<Arc<str>>,
-}
-
-/// Everything the store keeps about one user.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserState {
-    /// Items the user rejected (dislike, skip, rejected label, low rating) and has not
-    /// wanted since: add-wins on the negative, removed by a later positive.
-    pub hard_negatives: AddWinsSet<Arc<str>>,
-    /// Most recent signals, oldest first.
-    pub history: VecDeque<HistoryEntry>,
-    /// Sessions, least recently active first.
-    pub sessions: Vec<SessionState>,
-    /// `(hash of session id, hwm)` of sessions evicted by the per-user bound, newest last,
-    /// so a late retry into one is refused as stale instead of applied twice.
-    #[serde(default)]
-    pub evicted_sessions: VecDeque<(u64, u64)>,
-}
-
-impl UserState {
-    pub fn session(&self, session: &str) -> Option<&SessionState> {
-        self.sessions.iter().find(|s| &*s.session == session)
-    }
 }
 
 /// The state of one shard. `Clone` is the consistent copy a background snapshot encodes.
@@ -125,8 +106,10 @@ pub struct ShardState {
     /// Seq of the last applied record; 0 before the first.
     pub applied_seq: u64,
     pub last_hlc: Hlc,
-    pub items: FastMap<Arc<str>, ItemEntry>,
-    pub users: FastMap<Box<str>, UserState>,
+    pub items: IdMap<ItemEntry>,
+    pub users: IdMap<UserState>,
+    /// Names of the custom kinds the history rings hold (as [`KindId`]s).
+    pub kinds: IdMap<()>,
     pub idempotency: IdempotencyStore,
     pub limits: StateLimits,
     pub scoring: Scoring,
@@ -141,8 +124,9 @@ impl ShardState {
             shard,
             applied_seq: 0,
             last_hlc: Hlc::ZERO,
-            items: FastMap::default(),
-            users: FastMap::default(),
+            items: IdMap::default(),
+            users: IdMap::default(),
+            kinds: IdMap::default(),
             idempotency: IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max),
             limits,
             scoring: Scoring::default(),
@@ -166,47 +150,37 @@ impl ShardState {
     }
 
     /// Applies the record with sequence number `seq` from a batch that node `origin` wrote.
-    /// Callers apply records in seq order. Returns the item's interned id and the signal's
-    /// contribution to its undecayed score.
-    pub fn apply(&mut self, seq: u64, origin: u32, hlc: Hlc, signal: &SignalRef<'_>) -> (Arc<str>, f64) {
+    /// Callers apply records in seq order. Returns the item's id in [`ShardState::items`] and
+    /// the signal's contribution to its undecayed score.
+    pub fn apply(&mut self, seq: u64, origin: u32, hlc: Hlc, signal: &SignalRef<'_>) -> (u32, f64) {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
         let replica = replica_id(origin, self.shard);
         let growth = self.growth_at(hlc.physical_ms());
         let weights = self.scoring.weights;
-        let (item, contribution) = match self.items.get_key_value_mut(signal.item) {
-            Some((key, entry)) => {
-                entry.state.apply(signal, hlc, replica);
-                (key.clone(), entry.decayed.add(&signal.kind, signal.value, growth, &weights))
-            }
-            None => {
-                let key: Arc<str> = signal.item.into();
-                let mut entry = ItemEntry::default();
-                entry.state.apply(signal, hlc, replica);
-                let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
-                self.items.insert(key.clone(), entry);
-                (key, contribution)
-            }
-        };
-        self.apply_user(item.clone(), replica, ack, signal);
+        let (item, entry) = self.items.entry_with(signal.item, ItemEntry::default);
+        entry.state.apply(signal, hlc, replica);
+        let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
+        let kind = self.kind_id(&signal.kind);
+        self.apply_user(item, kind, replica, ack, signal);
         if let Some(key) = signal.idempotency_key {
-            self.idempotency.insert(&IdempotencyStore::scoped_key(signal.user, key), ack);
+            self.idempotency.insert_scoped(signal.user, key, ack);
         }
         self.applied_seq = seq;
         self.last_hlc = self.last_hlc.max(hlc);
         (item, contribution)
     }
 
-    fn apply_user(&mut self, item: Arc<str>, replica: u64, ack: Ack, signal: &SignalRef<'_>) {
+    fn apply_user(&mut self, item: u32, kind: KindId, replica: u64, ack: Ack, signal: &SignalRef<'_>) {
         let limits = self.limits;
-        let user = match self.users.get_mut(signal.user) {
-            Some(user) => user,
-            None => self.users.entry(signal.user.into()).or_default(),
-        };
+        let (_, user) = self.users.entry_with(signal.user, UserState::default);
         if signal.kind.is_negative(signal.value) {
-            user.hard_negatives.add(item.clone(), replica);
-        } else if signal.kind.is_positive(signal.value) && !user.hard_negatives.is_empty() {
-            user.hard_negatives.remove(&item);
+            user.hard_negatives.get_or_insert_default().add(item, replica);
+        } else if signal.kind.is_positive(signal.value)
+            && let Some(negatives) = &mut user.hard_negatives
+            && !negatives.is_empty()
+        {
+            negatives.remove(&item);
         }
         let session = signal.session.map(|session| {
             let (id, evicted) = record_session(
@@ -228,13 +202,11 @@ impl ShardState {
             user.history.pop_front();
         }
         if limits.user_history_max > 0 {
-            user.history.push_back(HistoryEntry {
-                item,
-                kind: signal.kind.clone(),
-                value: signal.value,
-                hlc: ack.hlc,
-                session,
-            });
+            // Exactly sized at first: most users of a large store have few signals.
+            if user.history.capacity() == 0 {
+                user.history.reserve_exact(1);
+            }
+            user.history.push_back(HistorySlot { item, kind, value: signal.value, hlc: ack.hlc, session });
         }
     }
 
@@ -293,6 +265,9 @@ fn record_session(
         None => {
             let mut state = SessionState::new(session);
             state.record(seq, ack);
+            if sessions.capacity() == 0 {
+                sessions.reserve_exact(1);
+            }
             sessions.push(state);
             if sessions.len() > max {
                 evicted = Some(sessions.remove(0));
@@ -327,10 +302,10 @@ mod tests {
         st.apply(2, 1, Hlc::new(11, 0), &sig("u", "a", SignalKind::Like).as_ref());
         st.apply(3, 1, Hlc::new(12, 0), &sig("u", "b", SignalKind::Dislike).as_ref());
         assert_eq!(st.items["a"].state.count(&SignalKind::Like), 2);
-        let user = &st.users["u"];
-        assert!(user.hard_negatives.contains(&Arc::from("b")));
+        let b = st.items.id("b").unwrap();
+        assert_eq!(st.users["u"].hard_negative_ids().collect::<Vec<_>>(), [b]);
         st.apply(4, 1, Hlc::new(13, 0), &sig("u", "b", SignalKind::Like).as_ref());
-        assert!(!st.users["u"].hard_negatives.contains(&Arc::from("b")), "a later positive removes it");
+        assert_eq!(st.users["u"].hard_negative_ids().count(), 0, "a later positive removes it");
         assert_eq!(st.applied_seq, 4);
     }
 
@@ -344,16 +319,21 @@ mod tests {
         }
         let user = &st.users["u"];
         assert_eq!(user.history.len(), 4);
-        assert_eq!(&*user.history[0].item, "i3");
+        assert_eq!(&*st.history_entry(&user.history[0]).item, "i3");
         assert_eq!(user.sessions.len(), 2);
         assert_eq!(&*user.sessions[1].session, "s0", "most recent last");
     }
 
     #[test]
-    fn history_shares_interned_item_ids() {
+    fn history_holds_interned_item_and_kind_ids() {
         let mut st = ShardState::new(0, limits());
         st.apply(1, 1, Hlc::new(1, 0), &sig("u", "shared", SignalKind::Click).as_ref());
-        let (key, _) = st.items.get_key_value("shared").unwrap();
-        assert!(Arc::ptr_eq(key, &st.users["u"].history[0].item));
+        st.apply(2, 1, Hlc::new(2, 0), &sig("v", "shared", SignalKind::from_name("boost")).as_ref());
+        let id = st.items.id("shared").unwrap();
+        let (u, v) = (&st.users["u"].history[0], &st.users["v"].history[0]);
+        assert_eq!((u.item, v.item), (id, id));
+        assert_eq!(st.history_entry(u).kind, SignalKind::Click);
+        assert_eq!(st.history_entry(v).kind, SignalKind::Custom("boost".into()));
+        assert_eq!(st.kind_name(v.kind), "boost");
     }
 }

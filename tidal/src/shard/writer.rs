@@ -274,15 +274,19 @@ impl ShardWriter {
         }
         let applied = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            engine::apply_records(&mut state, base_seq, self.node_id, &plan.records)
-        };
-        // Rankings and read-your-writes waiters learn of the batch before it is acknowledged.
-        {
+            let applied = engine::apply_records(&mut state, base_seq, self.node_id, &plan.records);
+            // Rankings and read-your-writes waiters learn of the batch before it is
+            // acknowledged. The deltas name items by shard-local id, so the index is updated
+            // while the state is at hand (lock order: shard state, then index; no path takes
+            // them the other way round).
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             for (item, delta) in &applied.index_deltas {
-                index.add(item, *delta);
+                if let Some(key) = state.items.id_key(*item) {
+                    index.add_key(key, *delta);
+                }
             }
-        }
+            applied
+        };
         debug_assert_eq!(applied.applied_seq, self.wal.next_seq() - 1);
         self.applied.publish(self.wal.next_seq() - 1);
         self.metrics.duplicates.fetch_add(plan.duplicates() as u64, Ordering::Relaxed);

@@ -163,13 +163,17 @@ impl ShardWriter {
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         }
         let applied_seq = state.applied_seq;
-        drop(state);
         {
+            // The deltas name items by shard-local id: resolved while the state is held
+            // (lock order: shard state, then index, as in the leader's write path).
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             for (item, delta) in &deltas {
-                index.add(item, *delta);
+                if let Some(key) = state.items.id_key(*item) {
+                    index.add_key(key, *delta);
+                }
             }
         }
+        drop(state);
         self.applied.publish(applied_seq);
         Ok(applied_seq)
     }

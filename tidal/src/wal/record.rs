@@ -11,6 +11,12 @@
 //! bytes; the kind travels as [`SignalKind::code`] and carries a name exactly when the code
 //! is 0 (custom). Decoding borrows every string from the input (only a custom kind's name
 //! and a non-empty attribute list allocate) and never panics, whatever the bytes.
+//!
+//! Records are encoded by serde (`WireRecord`'s derive) and decoded by a hand-written reader
+//! of the same postcard wire form ([`WireCursor`]: varints, length-prefixed UTF-8, option
+//! tags, little-endian f64), which skips serde's visitor machinery on the replay path. It
+//! accepts exactly the bytes postcard accepts and fails with the same `postcard::Error`;
+//! `tests_record` checks the two decoders against each other on random and damaged bodies.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -193,7 +199,141 @@ fn decode_wire(body: &[u8]) -> Result<(WireRecord<'_>, &[u8]), RecordError> {
     if version != RECORD_VERSION {
         return Err(RecordError::UnknownVersion(version));
     }
-    postcard::take_from_bytes::<WireRecord<'_>>(rest).map_err(RecordError::Decode)
+    let mut cursor = WireCursor { rest };
+    let wire = cursor.record().map_err(RecordError::Decode)?;
+    Ok((wire, cursor.rest))
+}
+
+/// The serde decoder of a record body (after the version byte), for the tests that hold the
+/// hand-written one to it.
+#[cfg(test)]
+pub(crate) fn decode_wire_serde(rest: &[u8]) -> Result<(WireRecordView<'_>, &[u8]), postcard::Error> {
+    postcard::take_from_bytes::<WireRecord<'_>>(rest).map(|(w, rest)| (WireRecordView::from(w), rest))
+}
+
+/// The hand-written decoder, as [`decode_wire_serde`] returns it.
+#[cfg(test)]
+pub(crate) fn decode_wire_manual(rest: &[u8]) -> Result<(WireRecordView<'_>, &[u8]), postcard::Error> {
+    let mut cursor = WireCursor { rest };
+    cursor.record().map(|w| (WireRecordView::from(w), cursor.rest))
+}
+
+/// Every field of a decoded wire record, comparable (tests only).
+#[cfg(test)]
+pub(crate) type WireRecordView<'a> = (
+    u64,
+    u8,
+    Option<&'a str>,
+    (&'a str, &'a str, u64),
+    (Option<&'a str>, Option<u64>, Option<&'a str>, Option<&'a str>, Option<&'a str>),
+    Vec<(&'a str, &'a str)>,
+);
+
+#[cfg(test)]
+impl<'a> From<WireRecord<'a>> for WireRecordView<'a> {
+    fn from(w: WireRecord<'a>) -> Self {
+        (
+            w.hlc,
+            w.kind,
+            w.kind_name,
+            (w.user, w.item, w.value.to_bits()),
+            (w.session, w.session_seq, w.context, w.source, w.idempotency_key),
+            w.attrs.into_owned(),
+        )
+    }
+}
+
+/// Reads postcard's wire form of [`WireRecord`], field by field in wire order, with
+/// postcard's own rules and errors (see `postcard::de::Deserializer`): a varint is at most 10
+/// bytes and its 10th byte holds one bit; an option tag is 0 or 1; a string is a varint
+/// length and that many bytes of UTF-8; an `f64` is 8 bytes little-endian; a `u8` is one
+/// byte.
+struct WireCursor<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> WireCursor<'a> {
+    fn record(&mut self) -> Result<WireRecord<'a>, postcard::Error> {
+        Ok(WireRecord {
+            hlc: self.varint()?,
+            kind: self.byte()?,
+            kind_name: self.option(Self::str)?,
+            user: self.str()?,
+            item: self.str()?,
+            value: self.f64()?,
+            session: self.option(Self::str)?,
+            session_seq: self.option(Self::varint)?,
+            context: self.option(Self::str)?,
+            source: self.option(Self::str)?,
+            idempotency_key: self.option(Self::str)?,
+            attrs: Cow::Owned(self.attrs()?),
+        })
+    }
+
+    fn byte(&mut self) -> Result<u8, postcard::Error> {
+        let (&byte, rest) = self.rest.split_first().ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.rest = rest;
+        Ok(byte)
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], postcard::Error> {
+        let n = usize::try_from(n).map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
+        let (taken, rest) = self.rest.split_at_checked(n).ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn varint(&mut self) -> Result<u64, postcard::Error> {
+        const BYTES_MAX: u32 = 10;
+        let mut out = 0u64;
+        for i in 0..BYTES_MAX {
+            let byte = self.byte()?;
+            out |= u64::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                // The 10th byte carries bit 63 only.
+                return if i == BYTES_MAX - 1 && byte > 1 {
+                    Err(postcard::Error::DeserializeBadVarint)
+                } else {
+                    Ok(out)
+                };
+            }
+        }
+        Err(postcard::Error::DeserializeBadVarint)
+    }
+
+    fn str(&mut self) -> Result<&'a str, postcard::Error> {
+        let len = self.varint()?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| postcard::Error::DeserializeBadUtf8)
+    }
+
+    fn f64(&mut self) -> Result<f64, postcard::Error> {
+        let bytes: [u8; 8] =
+            self.take(8)?.try_into().map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
+        Ok(f64::from_le_bytes(bytes))
+    }
+
+    fn option<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, postcard::Error>,
+    ) -> Result<Option<T>, postcard::Error> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            _ => Err(postcard::Error::DeserializeBadOption),
+        }
+    }
+
+    fn attrs(&mut self) -> Result<Vec<(&'a str, &'a str)>, postcard::Error> {
+        let len = self.varint()?;
+        // Each pair takes at least two bytes: a bogus length cannot claim more memory than
+        // the body could fill.
+        let mut attrs =
+            Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(self.rest.len() / 2));
+        for _ in 0..len {
+            attrs.push((self.str()?, self.str()?));
+        }
+        Ok(attrs)
+    }
 }
 
 /// Reads only the HLC of a record body: the first field, so this is a version byte and a

@@ -193,8 +193,63 @@ fn arb_signal() -> impl Strategy<Value = Signal> {
     )
 }
 
+/// The hand-written record decoder and serde's agree on `rest` (a body after its version
+/// byte): the same fields and remainder, or the same error.
+fn decoders_agree(rest: &[u8]) {
+    let (serde, manual) = (decode_wire_serde(rest), decode_wire_manual(rest));
+    assert_eq!(format!("{serde:?}"), format!("{manual:?}"), "bytes {rest:02x?}");
+}
+
+#[test]
+fn hand_decoder_matches_serde_on_edge_cases() {
+    let mut cases: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x80; 11],                           // varint too long
+        [vec![0xFF; 9], vec![0x01]].concat(),     // u64::MAX: accepted
+        [vec![0xFF; 9], vec![0x02]].concat(),     // 10th byte too big
+        vec![0x01, 0x01, 0x02],                   // bad option tag
+        vec![0x01, 0x00, 0x00, 0x02, 0xC3, 0x28], // bad UTF-8
+        vec![0x01, 0x00, 0x00, 0x05, b'a'],       // string past the end
+    ];
+    let mut full = Vec::new();
+    let mut s = signal(3);
+    s.attrs.insert("label".into(), "cats".into());
+    (s.session, s.session_seq, s.context) = (Some("sess".into()), Some(300), Some("ctx".into()));
+    encode_record(&mut full, Hlc::new(99, 1), &s.as_ref()).unwrap();
+    let body = full[RECORD_LEN_BYTES + 1..].to_vec();
+    for cut in 0..=body.len() {
+        cases.push(body[..cut].to_vec());
+    }
+    cases.push([body.clone(), vec![7, 7]].concat());
+    for case in &cases {
+        decoders_agree(case);
+    }
+    assert!(decode_wire_manual(&body).is_ok_and(|(_, rest)| rest.is_empty()), "the full body decodes");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn hand_decoder_matches_serde(s in arb_signal(), hlc in any::<u64>(), edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>()) {
+        let mut framed = Vec::new();
+        encode_record(&mut framed, Hlc(hlc), &s.as_ref()).unwrap();
+        let mut body = framed[RECORD_LEN_BYTES + 1..].to_vec();
+        decoders_agree(&body);
+        for (at, byte) in edits {
+            if !body.is_empty() {
+                let i = at % body.len();
+                body[i] = byte;
+            }
+        }
+        decoders_agree(&body);
+        decoders_agree(&body[..cut % (body.len() + 1)]);
+    }
+
+    #[test]
+    fn hand_decoder_matches_serde_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+        decoders_agree(&bytes);
+    }
 
     #[test]
     fn random_signals_round_trip(s in arb_signal(), hlc in any::<u64>()) {
