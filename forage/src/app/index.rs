@@ -1,7 +1,9 @@
 //! The in-memory candidate index: every item's id, source and time by a dense item
-//! number, each source's items newest first as lists of numbers, and the embeddings in one
-//! contiguous [`VectorSlab`] by number, so a feed request ranks from memory without reading
-//! the catalog, hashing ids or following one pointer per item.
+//! number, each source's items newest first as lists of numbers, and the embeddings and
+//! their content-bandit features in contiguous [`VectorSlab`]s by number (a build numbers
+//! source by source, newest first, so the rows a feed ranks sit side by side), so a feed
+//! request ranks from memory without reading the catalog, hashing ids or following one
+//! pointer per item.
 //!
 //! Freshness: a feed request first brings the index up to the catalog's [`Watermark`]
 //! ([`IndexCache::get`]): the items and embeddings added since the index's watermark are
@@ -397,5 +399,32 @@ mod tests {
         }
         assert_eq!(index.catch_up(&cat).expect("again"), 0);
         assert_eq!(index.items(), 4);
+    }
+
+    #[test]
+    fn the_cache_catches_up_in_place_and_rebuilds_after_a_removal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.sqlite");
+        let mut cat = Catalog::open(&path).expect("catalog");
+        let src = cat.add_source("file:///a", "file", 60, 0).expect("source");
+        cat.upsert_items(src, &[item(1, 100)], 1).expect("upsert");
+        let catalog = Mutex::new(cat);
+        let (cache, source) = (IndexCache::default(), IndexSource { path, model: "m".into() });
+        let first = cache.get(0, &source, &catalog).expect("build");
+        let identity = first.read().identity();
+        // A reader holds the index while the catalog grows: the catch-up waits for it, then
+        // lands in the same index (no copy), which the reader's handle then sees too.
+        let guard = first.read();
+        catalog.lock().expect("lock").upsert_items(src, &[item(2, 200)], 1).expect("upsert");
+        assert_eq!(guard.items(), 1);
+        drop(guard);
+        let again = cache.get(0, &source, &catalog).expect("catch up");
+        let held = again.read();
+        assert_eq!((held.identity(), held.items()), (identity, 2));
+        drop(held);
+        assert_eq!(first.read().items(), 2, "caught up in place");
+        let rebuilt = cache.get(1, &source, &catalog).expect("rebuild");
+        assert_ne!(rebuilt.read().identity(), identity, "a new generation builds a new index");
+        assert_eq!(rebuilt.read().items(), 2);
     }
 }
