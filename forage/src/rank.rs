@@ -7,6 +7,21 @@
 //!         see [`crate::bandit::linear`])
 //!       + [`FRESHNESS_WEIGHT`] · 0.5^(age / [`FRESHNESS_HALF_LIFE_MS`]).
 //!
+//! Cost: every term but freshness is linear in the item's embedding `e`. The two mean
+//! similarities are `e·c₊ − e·c₋` with the sides' centroids, and with `z = [P e; 1]` the
+//! content term is `(Pᵀθ̃)·e + θ̃_bias` ([`ContentDraw`]). A [`Scorer`] folds all three into
+//! one query vector `q = c₊ − c₋ + w·Pᵀθ̃` once per request, so a candidate costs one dot
+//! product with its embedding, read in place from the index's slab, and no allocation.
+//! Reading 384 floats per candidate is what bounds the time (memory traffic, not
+//! arithmetic), so [`rank`] works in two passes: the first scores every candidate on its
+//! [`crate::bandit::linear::DIMS`] features with `q₆₄ = [P(c₊ − c₋); 0] + w·θ̃` (the
+//! content term exactly, the taste terms through the random projection, which keeps inner
+//! products up to a small error), the second rescores the best [`SHORTLIST_PER_KEPT`] per
+//! kept item (at least [`SHORTLIST_MIN`]) exactly on the embeddings and keeps the best of
+//! those. So the order of what is shown is the exact score's; only the shortlist comes from
+//! the approximation (`rank_tests` checks that it finds the exact best items). The parts
+//! of the score are computed for the kept items only.
+//!
 //! The profile ([`profile_from_state`]) takes the newest [`PROFILE_EMBEDDINGS_MAX`] liked
 //! and rejected items of the user's remembered state (`crate::taste`), by the time of the
 //! feedback.
@@ -23,6 +38,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use crate::bandit::linear::{DIMS, Projection};
 
 /// Weight of the freshness term (its value for an item published now).
 pub const FRESHNESS_WEIGHT: f64 = 1.0;
@@ -64,20 +81,33 @@ pub const RANKED_MAX: usize = 10_000;
 pub const PROFILE_EMBEDDINGS_MAX: usize = 256;
 /// Weight of the content bandit's term (its draw estimates a like-probability in 0..1).
 pub const CONTENT_WEIGHT: f64 = 1.0;
+/// Candidates the first (feature) pass passes on to exact scoring, per item kept.
+pub const SHORTLIST_PER_KEPT: usize = 8;
+/// Fewest candidates the first pass passes on; with fewer candidates there is one pass.
+pub const SHORTLIST_MIN: usize = 200;
 
-/// An item that may be shown.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Candidate {
-    /// Shared with the caller's index: building candidates allocates no strings.
-    pub id: Arc<str>,
-    pub source: Arc<str>,
+/// An item that may be shown, borrowed from the caller's index: ranking copies no ids and
+/// no vectors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate<'a> {
+    pub id: &'a Arc<str>,
     /// Publication time, ms since the Unix epoch.
     pub published_ms: u64,
-    /// L2-normalised sentence embedding, if the item has one (shared with the caller's
-    /// index, so building candidates copies no vectors).
-    pub embedding: Option<Arc<[f32]>>,
-    /// The content bandit's features of the item (see [`crate::bandit::linear`]).
-    pub features: Option<Arc<[f32]>>,
+    /// L2-normalised sentence embedding, if the item has one.
+    pub embedding: Option<&'a [f32]>,
+    /// The embedding's content-bandit features (see [`crate::bandit::linear`]).
+    pub features: Option<&'a [f32]>,
+}
+
+/// The content bandit's draw θ̃ pulled back to the embedding space: for an item with
+/// embedding `e` and features `z = project(e)`, `θ̃·z = direction·e + bias`
+/// ([`crate::bandit::linear::Projection::pull_back`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContentDraw {
+    /// θ̃ itself, over the features.
+    pub theta: Vec<f32>,
+    pub direction: Vec<f32>,
+    pub bias: f64,
 }
 
 /// What the ranker knows about the user.
@@ -89,8 +119,8 @@ pub struct Profile {
     pub negatives: Vec<Vec<f32>>,
     /// Ids never to show (the caller usually filters before ranking; this is a backstop).
     pub dismissed: HashSet<String>,
-    /// The content bandit's draw θ̃ for this request, `None` to leave the term out.
-    pub content: Option<Vec<f32>>,
+    /// The content bandit's draw for this request, `None` to leave the term out.
+    pub content: Option<ContentDraw>,
 }
 
 /// A ranked item with the parts of its score.
@@ -106,22 +136,101 @@ pub struct Ranked {
     pub freshness: f64,
 }
 
-/// The mean of the comparable vectors of one profile side, per dimension count: the mean
-/// similarity of `e` to the side's vectors equals the dot product of `e` with their mean, so
-/// ranking costs one dot product per candidate and side however long the profile is.
-#[derive(Default)]
-struct Centroids {
-    by_dims: HashMap<usize, Option<Vec<f32>>>,
+/// A profile folded into one query vector for embeddings of `dims` dimensions (see the
+/// module docs). Vectors of the profile with another length are left out; candidates with
+/// another length score as unembedded.
+#[derive(Clone, Debug)]
+pub struct Scorer<'p> {
+    dims: usize,
+    /// `c₊ − c₋`.
+    taste: Vec<f32>,
+    /// `Pᵀθ̃` and `θ̃_bias`, zero without a draw.
+    content: Vec<f32>,
+    content_bias: f64,
+    /// `taste + CONTENT_WEIGHT · content`.
+    query: Vec<f32>,
+    bias: f64,
+    /// The first pass's `q₆₄` (see the module docs), `None`: one exact pass.
+    features_query: Option<Vec<f32>>,
+    dismissed: &'p HashSet<String>,
 }
 
-impl Centroids {
-    /// Mean similarity of `e` to the vectors of `side` with the same length (finite ones
-    /// only), 0 when there are none.
-    fn similarity(&mut self, e: &[f32], side: &[Vec<f32>]) -> f64 {
-        let centroid = self.by_dims.entry(e.len()).or_insert_with(|| centroid(side, e.len()));
-        let Some(c) = centroid else { return 0.0 };
-        let d = dot_f32(e, c);
-        if d.is_finite() { f64::from(d) } else { 0.0 }
+impl<'p> Scorer<'p> {
+    /// A scorer for embeddings of `dims` dimensions whose features come from `projection`
+    /// (`None`: no first pass, every candidate is scored exactly).
+    pub fn new(profile: &'p Profile, dims: usize, projection: Option<&Projection>) -> Scorer<'p> {
+        let mut taste = centroid(&profile.liked, dims).unwrap_or_else(|| vec![0.0; dims]);
+        if let Some(neg) = centroid(&profile.negatives, dims) {
+            taste.iter_mut().zip(neg).for_each(|(t, n)| *t -= n);
+        }
+        let (content, content_bias) = match &profile.content {
+            Some(d) if d.direction.len() == dims && d.direction.iter().all(|x| x.is_finite()) => {
+                (d.direction.clone(), if d.bias.is_finite() { d.bias } else { 0.0 })
+            }
+            _ => (vec![0.0; dims], 0.0),
+        };
+        let w = CONTENT_WEIGHT as f32;
+        let query = taste.iter().zip(&content).map(|(t, c)| t + w * c).collect();
+        let bias = CONTENT_WEIGHT * content_bias;
+        let features_query = projection.filter(|p| p.input_dims() == dims).and_then(|p| {
+            let mut q = p.project(&taste)?;
+            q[DIMS - 1] = 0.0;
+            match &profile.content {
+                Some(d) if d.theta.len() == DIMS && d.theta.iter().all(|x| x.is_finite()) => {
+                    q.iter_mut().zip(&d.theta).for_each(|(q, t)| *q += CONTENT_WEIGHT as f32 * t);
+                }
+                _ => {}
+            }
+            Some(q)
+        });
+        Scorer {
+            dims,
+            taste,
+            content,
+            content_bias,
+            query,
+            bias,
+            features_query,
+            dismissed: &profile.dismissed,
+        }
+    }
+
+    /// The first pass's score of `c`: on its features when it has some, else exact.
+    #[inline]
+    fn rough_score(&self, q: &[f32], c: &Candidate<'_>, now_ms: u64) -> f64 {
+        match c.features.filter(|z| z.len() == DIMS) {
+            Some(z) => {
+                let score = f64::from(dot_f32(q, z)) + freshness(c.published_ms, now_ms);
+                if score.is_finite() { score } else { 0.0 }
+            }
+            None => self.score(c, now_ms),
+        }
+    }
+
+    /// The embedding of `c` if it can be scored.
+    fn embedding<'c>(&self, c: &Candidate<'c>) -> Option<&'c [f32]> {
+        c.embedding.filter(|e| e.len() == self.dims && self.dims > 0)
+    }
+
+    /// The whole score of `c` (one dot product).
+    #[inline]
+    fn score(&self, c: &Candidate<'_>, now_ms: u64) -> f64 {
+        let linear = self.embedding(c).map_or(0.0, |e| f64::from(dot_f32(&self.query, e)) + self.bias);
+        let linear = if linear.is_finite() { linear } else { 0.0 };
+        let score = linear + freshness(c.published_ms, now_ms);
+        if score.is_finite() { score } else { 0.0 }
+    }
+
+    /// `c` with the parts of its score.
+    fn ranked(&self, c: &Candidate<'_>, source: &Arc<str>, now_ms: u64) -> Ranked {
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+        let (similarity, content) = self.embedding(c).map_or((0.0, 0.0), |e| {
+            let content = f64::from(dot_f32(&self.content, e)) + self.content_bias;
+            (finite(f64::from(dot_f32(&self.taste, e))), finite(content))
+        });
+        let freshness = freshness(c.published_ms, now_ms);
+        let score = finite(similarity + CONTENT_WEIGHT * content + freshness);
+        Ranked { id: c.id.clone(), source: source.clone(), score, similarity, content, freshness }
     }
 }
 
@@ -161,44 +270,59 @@ pub fn freshness(published_ms: u64, now_ms: u64) -> f64 {
     FRESHNESS_WEIGHT * 0.5f64.powf(age_ms / FRESHNESS_HALF_LIFE_MS)
 }
 
-/// Scores the candidates that are not dismissed, keeps the best `keep` (at most
-/// [`RANKED_MAX`]) sorted best first (ties: input order), and applies the diversity rule.
-/// Selecting before sorting makes a feed that shows a few items of thousands of candidates
-/// cost one dot product per candidate and side, not a full sort.
-pub fn rank(candidates: Vec<Candidate>, profile: &Profile, now_ms: u64, keep: usize) -> Vec<Ranked> {
-    let (mut liked, mut negatives) = (Centroids::default(), Centroids::default());
-    let ranked: Vec<Ranked> = candidates
-        .into_iter()
-        .filter(|c| !profile.dismissed.contains(&*c.id))
-        .map(|c| {
-            let similarity = c.embedding.as_deref().map_or(0.0, |e| {
-                liked.similarity(e, &profile.liked) - negatives.similarity(e, &profile.negatives)
-            });
-            let content = match (&profile.content, c.features.as_deref()) {
-                (Some(theta), Some(z)) if theta.len() == z.len() => f64::from(dot_f32(theta, z)),
-                _ => 0.0,
-            };
-            let content = if content.is_finite() { content } else { 0.0 };
-            let freshness = freshness(c.published_ms, now_ms);
-            let score = similarity + CONTENT_WEIGHT * content + freshness;
-            let score = if score.is_finite() { score } else { 0.0 };
-            Ranked { id: c.id, source: c.source, score, similarity, content, freshness }
-        })
-        .collect();
+/// Scores the candidates (of one `source`) that are not dismissed, keeps the best `keep`
+/// (at most [`RANKED_MAX`]) sorted best first (ties: input order), and returns them with
+/// the parts of their scores. Selecting (`select_nth_unstable`) before sorting makes a
+/// feed that shows a few items of thousands of candidates cost one dot product per
+/// candidate plus a sort of the few kept, and only the kept become [`Ranked`] values.
+pub fn rank(
+    candidates: &[Candidate<'_>],
+    source: &Arc<str>,
+    scorer: &Scorer<'_>,
+    now_ms: u64,
+    keep: usize,
+) -> Vec<Ranked> {
     let keep = keep.min(RANKED_MAX);
-    // Best first; equal scores keep input order (the index breaks ties).
-    let order =
-        |a: &(usize, Ranked), b: &(usize, Ranked)| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0));
-    let mut ranked: Vec<(usize, Ranked)> = ranked.into_iter().enumerate().collect();
-    if keep < ranked.len() {
-        if keep == 0 {
-            return Vec::new();
-        }
-        ranked.select_nth_unstable_by(keep - 1, order);
-        ranked.truncate(keep);
+    if keep == 0 {
+        return Vec::new();
     }
-    ranked.sort_by(order);
-    ranked.into_iter().map(|(_, r)| r).collect()
+    let check = !scorer.dismissed.is_empty();
+    let allowed = |c: &Candidate<'_>| !check || !scorer.dismissed.contains(&**c.id);
+    let shortlist = (keep * SHORTLIST_PER_KEPT).max(SHORTLIST_MIN);
+    let mut scored: Vec<(f64, u32)> = match &scorer.features_query {
+        Some(q) if candidates.len() > shortlist => {
+            let mut rough: Vec<(f64, u32)> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| allowed(c))
+                .map(|(i, c)| (scorer.rough_score(q, c, now_ms), i as u32))
+                .collect();
+            select_best(&mut rough, shortlist);
+            rough.into_iter().map(|(_, i)| (scorer.score(&candidates[i as usize], now_ms), i)).collect()
+        }
+        _ => candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| allowed(c))
+            .map(|(i, c)| (scorer.score(c, now_ms), i as u32))
+            .collect(),
+    };
+    select_best(&mut scored, keep);
+    scored.sort_unstable_by(best_first);
+    scored.into_iter().map(|(_, i)| scorer.ranked(&candidates[i as usize], source, now_ms)).collect()
+}
+
+/// Best first; equal scores keep input order (the index breaks ties).
+fn best_first(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Keeps the best `keep` of `scored` (in no particular order), `keep` > 0.
+fn select_best(scored: &mut Vec<(f64, u32)>, keep: usize) {
+    if keep < scored.len() {
+        scored.select_nth_unstable_by(keep - 1, best_first);
+        scored.truncate(keep);
+    }
 }
 
 /// Reorders `items` so that no more than [`SAME_SOURCE_RUN_MAX`] in a row share a source,
@@ -272,7 +396,7 @@ fn run_source<T>(out: &[T], run_max: usize, source: &impl Fn(&T) -> &str) -> Opt
 /// without an embedding are left out). `embedding` looks an item's embedding up.
 pub fn profile_from_state<'a>(
     state: &crate::taste::UserState,
-    embedding: impl Fn(&str) -> Option<&'a Arc<[f32]>>,
+    embedding: impl Fn(&str) -> Option<&'a [f32]>,
 ) -> Profile {
     let side = |set: &crate::taste::RecencySet| -> Vec<Vec<f32>> {
         set.newest_first()
@@ -285,170 +409,5 @@ pub fn profile_from_state<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DAY_MS: u64 = 24 * 3600 * 1000;
-
-    fn cand(id: &str, source: &str, published_ms: u64, embedding: Option<Vec<f32>>) -> Candidate {
-        Candidate {
-            id: id.into(),
-            source: source.into(),
-            published_ms,
-            embedding: embedding.map(Arc::from),
-            features: None,
-        }
-    }
-
-    fn ids(items: &[Ranked]) -> Vec<&str> {
-        items.iter().map(|r| &*r.id).collect()
-    }
-
-    fn sources(items: &[Ranked]) -> String {
-        items.iter().map(|r| &*r.source).collect()
-    }
-
-    #[test]
-    fn similar_to_likes_beats_similar_to_negatives() {
-        let profile =
-            Profile { liked: vec![vec![1.0, 0.0]], negatives: vec![vec![0.0, 1.0]], ..Default::default() };
-        let now = 10 * DAY_MS;
-        let out = rank(
-            vec![cand("bad", "s", now, Some(vec![0.0, 1.0])), cand("good", "t", now, Some(vec![1.0, 0.0]))],
-            &profile,
-            now,
-            10,
-        );
-        assert_eq!(&*out[0].id, "good");
-        assert!((out[0].score - 2.0).abs() < 1e-9 && (out[1].score - 0.0).abs() < 1e-9, "{out:?}");
-    }
-
-    #[test]
-    fn fresher_wins_without_embeddings_and_half_life_halves() {
-        let now = 10 * DAY_MS;
-        let out = rank(
-            vec![cand("old", "a", now - DAY_MS, None), cand("new", "b", now, None)],
-            &Profile::default(),
-            now,
-            10,
-        );
-        assert_eq!(&*out[0].id, "new");
-        assert!((out[1].freshness - FRESHNESS_WEIGHT / 2.0).abs() < 1e-9);
-        assert_eq!(out[1].similarity, 0.0);
-        assert_eq!(freshness(now + DAY_MS, now), FRESHNESS_WEIGHT);
-    }
-
-    #[test]
-    fn keep_selects_the_best_in_order_with_stable_ties() {
-        let now = 10 * DAY_MS;
-        let ages = [3u64, 0, 5, 1, 0, 2];
-        let candidates = ages
-            .iter()
-            .enumerate()
-            .map(|(i, a)| cand(&i.to_string(), &i.to_string(), now - a * DAY_MS, None))
-            .collect();
-        let out = rank(candidates, &Profile::default(), now, 3);
-        assert_eq!(ids(&out), ["1", "4", "3"]);
-        assert!(rank(vec![cand("a", "s", 0, None)], &Profile::default(), 0, 0).is_empty());
-    }
-
-    #[test]
-    fn lane_dot_matches_plain_dot() {
-        for n in [0usize, 1, 7, 8, 9, 384, 390] {
-            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot_f32(&a, &b) - plain).abs() < 1e-4, "n={n}");
-        }
-    }
-
-    #[test]
-    fn dismissed_items_are_never_returned() {
-        let profile = Profile { dismissed: ["x".to_string()].into_iter().collect(), ..Default::default() };
-        let out = rank(vec![cand("x", "a", 5, None), cand("y", "a", 1, None)], &profile, 10, 10);
-        assert_eq!(out.iter().map(|r| &*r.id).collect::<Vec<_>>(), ["y"]);
-    }
-
-    #[test]
-    fn mismatched_dimensions_and_nan_do_not_break_ranking() {
-        let profile = Profile { liked: vec![vec![1.0, 0.0, 0.0], vec![f32::NAN, 0.0]], ..Default::default() };
-        let out = rank(vec![cand("a", "s", 0, Some(vec![1.0, 0.0]))], &profile, 0, 10);
-        assert_eq!(out[0].similarity, 0.0);
-        assert!(out[0].score.is_finite());
-    }
-
-    fn r(id: &str, source: &str) -> Ranked {
-        Ranked {
-            id: id.into(),
-            source: source.into(),
-            score: 0.0,
-            similarity: 0.0,
-            content: 0.0,
-            freshness: 0.0,
-        }
-    }
-
-    #[test]
-    fn no_more_than_two_in_a_row_and_stable() {
-        let items =
-            vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "a"), r("5", "b"), r("6", "b"), r("7", "c")];
-        let out = diversify_by(items, |x| &*x.source);
-        assert_eq!(sources(&out), "aabaabc");
-        assert_eq!(out.iter().map(|x| &*x.id).collect::<String>(), "1253467");
-    }
-
-    #[test]
-    fn separators_are_saved_for_the_dominant_source() {
-        // Plain greedy placement spends the others early: "aabcadeaaa".
-        let order = [("1", "a"), ("2", "a"), ("3", "b"), ("4", "c"), ("5", "a"), ("6", "d"), ("7", "e")];
-        let mut items: Vec<Ranked> = order.iter().map(|(id, s)| r(id, s)).collect();
-        items.extend([r("8", "a"), r("9", "a"), r("10", "a")]);
-        let out = diversify_by(items, |x| &*x.source);
-        let s = sources(&out);
-        assert_eq!(s.len(), 10);
-        assert!(!s.contains("aaa"), "{s}");
-    }
-
-    #[test]
-    fn already_diverse_order_is_kept() {
-        let items = vec![r("1", "a"), r("2", "b"), r("3", "a"), r("4", "a"), r("5", "b")];
-        let out = diversify_by(items.clone(), |x| &*x.source);
-        assert_eq!(out, items);
-    }
-
-    #[test]
-    fn impossible_rest_goes_to_the_end() {
-        let items = vec![r("1", "a"), r("2", "a"), r("3", "a"), r("4", "b"), r("5", "a"), r("6", "a")];
-        let out = diversify_by(items, |x| &*x.source);
-        assert_eq!(sources(&out), "aabaaa");
-        assert_eq!(out.len(), 6);
-        assert!(diversify_by(Vec::<Ranked>::new(), |x| &*x.source).is_empty());
-    }
-
-    #[test]
-    fn profile_from_state_takes_the_newest_feedback_and_the_content_term_counts() {
-        use tidal::SignalKind;
-        let mut state = crate::taste::UserState::default();
-        state.apply("liked", &SignalKind::Like, 1);
-        state.apply("skipped", &SignalKind::Skip, 2);
-        state.apply("unembedded", &SignalKind::Like, 3);
-        let vectors: HashMap<&str, Arc<[f32]>> =
-            [("liked", Arc::from(vec![1.0f32, 0.0])), ("skipped", Arc::from(vec![0.0f32, 1.0]))]
-                .into_iter()
-                .collect();
-        let mut profile = profile_from_state(&state, |id| vectors.get(id));
-        assert_eq!(profile.liked, vec![vec![1.0, 0.0]]);
-        assert_eq!(profile.negatives, vec![vec![0.0, 1.0]]);
-        let mut near = cand("near", "s", 0, Some(vec![1.0, 0.0]));
-        let mut far = cand("far", "s", 0, Some(vec![0.0, 1.0]));
-        let out = rank(vec![far.clone(), near.clone()], &profile, 0, 10);
-        assert_eq!(ids(&out), ["near", "far"]);
-        // A content draw that favours `far` strongly enough turns the order round.
-        profile.content = Some(vec![0.0, 3.0]);
-        near.features = Some(Arc::from(vec![1.0f32, 0.0]));
-        far.features = Some(Arc::from(vec![0.0f32, 1.0]));
-        let out = rank(vec![near, far], &profile, 0, 10);
-        assert_eq!(ids(&out), ["far", "near"]);
-        assert_eq!((out[0].content, out[1].content), (3.0, 0.0));
-    }
-}
+#[path = "rank_tests.rs"]
+mod tests;

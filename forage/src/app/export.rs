@@ -12,13 +12,12 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
 
 use tidal_export::{
     ExportFormat, ExportOptions, Hooks, ItemTextProvider, MinedNegatives, PromptBuilder, PromptContext,
 };
 
-use super::index::CandidateIndex;
+use super::index::IndexHandle;
 use super::{AppError, Forage};
 use crate::store::ExportSummary;
 
@@ -73,15 +72,17 @@ impl PromptBuilder for Prompts {
 }
 
 struct Miner {
-    index: Arc<CandidateIndex>,
+    /// Read per call, so an export never holds the index against catch-ups for long.
+    index: IndexHandle,
 }
 
 impl MinedNegatives for Miner {
     fn mine(&self, _user: &str, chosen: &[&str], engaged: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let index = self.index.read();
         let mut best: HashMap<&str, f32> = HashMap::new();
         for c in chosen {
-            let Some(ce) = self.index.embedding(c) else { continue };
-            for (id, e) in self.index.embeddings() {
+            let Some(ce) = index.embedding(c) else { continue };
+            for (id, e) in index.embeddings() {
                 let sim: f32 = ce.iter().zip(e.iter()).map(|(a, b)| a * b).sum();
                 if (MINED_SIM_MIN..=1.0 - MINED_MARGIN).contains(&sim) && !chosen.contains(&&**id) {
                     let slot = best.entry(id).or_insert(sim);
@@ -201,9 +202,9 @@ impl Write for RowFilter<'_> {
 mod tests {
     use super::*;
 
-    fn index(vectors: &[(&str, [f32; 2])]) -> Arc<CandidateIndex> {
+    fn index(vectors: &[(&str, [f32; 2])]) -> IndexHandle {
         let vectors: Vec<(&str, Vec<f32>)> = vectors.iter().map(|(id, v)| (*id, v.to_vec())).collect();
-        Arc::new(CandidateIndex::from_vectors(&vectors))
+        IndexHandle::new(super::super::index::CandidateIndex::from_vectors(&vectors))
     }
 
     #[test]

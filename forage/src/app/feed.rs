@@ -16,7 +16,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::contexts::{CONTEXT_ITEMS_MAX, CursorError};
-use super::index::CandidateIndex;
+use super::index::{CandidateIndex, IndexHandle};
 use super::users::{self, UserEntry};
 use super::views::{ItemView, ItemViews};
 use super::{AppError, Forage};
@@ -98,7 +98,7 @@ impl Forage {
         let started = std::time::Instant::now();
         let limit = check_request(req)?;
         let user = self.user_or_default(req.user.as_deref())?.to_owned();
-        let index = self.candidate_index()?;
+        let handle = self.candidate_index()?;
         let allowed = self.filter_set(req)?;
         let exclude: HashSet<&str> = req.exclude.iter().map(String::as_str).collect();
         let entry = self.users.get(&user, self.store.as_ref())?;
@@ -110,10 +110,14 @@ impl Forage {
             self.open_context(req.cursor.as_deref(), &user, limit)?
         };
         let t_open = started.elapsed();
-        let profile = self.profile(&mut entry, &index);
         let now = super::now_ms().max(0) as u64;
         let filter = Filter { source: req.source, allowed: allowed.as_ref(), exclude: &exclude };
-        let ranked = arm_candidates(&index, slots, &filter, &entry, &profile, now);
+        let ranked = {
+            // One read guard at a time, never held while taking the catalog (`app::index`).
+            let index = handle.read();
+            let profile = self.profile(&mut entry, &index);
+            arm_candidates(&index, slots, &filter, &mut entry, &profile, now)
+        };
         let t_rank = started.elapsed();
         let arm_names: Vec<&str> = ranked.arms.iter().map(|a| a.arm.as_str()).collect();
         let posteriors = bandit::read_posteriors(self.store.as_ref(), &user, &arm_names)?;
@@ -137,7 +141,7 @@ impl Forage {
             entry.apply(&s.item, &tidal::SignalKind::Impression, now);
             self.contexts.note(&context, &user, s.position);
         }
-        entry.fold_pending(&index);
+        entry.fold_pending(&handle.read());
         let seen = entry.state.shown_count();
         drop(entry);
         let exhausted = ranked.unseen_left_after(shown.len()) == Some(0);
@@ -161,9 +165,10 @@ impl Forage {
     fn profile(&self, entry: &mut UserEntry, index: &CandidateIndex) -> rank::Profile {
         entry.fold_pending(index);
         let mut profile = rank::profile_from_state(&entry.state, |id| index.embedding(id));
-        if self.config.content_bandit {
+        if let (true, Some(projection)) = (self.config.content_bandit, index.projection()) {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            profile.content = Some(entry.model.sample(&mut *rng, self.config.exploration));
+            let theta = entry.model.sample(&mut *rng, self.config.exploration);
+            profile.content = projection.pull_back(&theta);
         }
         profile
     }
@@ -197,7 +202,7 @@ impl Forage {
     }
 
     /// The candidate index, caught up with the catalog (see `app::index`).
-    pub(crate) fn candidate_index(&self) -> Result<Arc<CandidateIndex>, AppError> {
+    pub(crate) fn candidate_index(&self) -> Result<IndexHandle, AppError> {
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         Ok(self.index.get(generation, &self.index_source, &self.catalog)?)
     }
@@ -265,35 +270,46 @@ impl ArmsRanked {
 }
 
 /// The ranked candidates of every source that has unseen ones, and every candidate's score.
+/// The user's touched bits are brought up to the index first, so a clear bit proves an
+/// item is not hidden and only touched items cost a lookup in the user's state.
 fn arm_candidates(
     index: &CandidateIndex,
     slots: usize,
     filter: &Filter<'_>,
-    entry: &UserEntry,
+    entry: &mut UserEntry,
     profile: &rank::Profile,
     now_ms: u64,
 ) -> ArmsRanked {
     let mut out = ArmsRanked { arms: Vec::new(), scores: HashMap::new(), unseen: Some(0) };
-    let state = &entry.state;
-    for (source_id, entries) in &index.by_source {
-        if filter.source.is_some_and(|s| s != *source_id) {
+    let UserEntry { state, touched, .. } = entry;
+    touched.sync(state, index);
+    let scorer = rank::Scorer::new(profile, index.dims(), index.projection());
+    // One buffer for every source: candidates borrow ids and vectors from the index.
+    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(CANDIDATES_PER_ARM_MAX + 1);
+    for (source_id, numbers) in index.sources() {
+        if filter.source.is_some_and(|s| s != source_id) {
             continue;
         }
-        let arm: Arc<str> = Arc::from(source_id.to_string());
-        let candidates: Vec<Candidate> = entries
-            .iter()
-            .filter(|e| !state.is_hidden(&e.id))
-            .filter(|e| filter.exclude.is_empty() || !filter.exclude.contains(&*e.id))
-            .filter(|e| filter.allowed.is_none_or(|a| a.contains(&*e.id)))
-            .take(CANDIDATES_PER_ARM_MAX + 1)
-            .map(|e| Candidate {
-                id: e.id.clone(),
-                source: arm.clone(),
-                published_ms: e.time_ms.max(0) as u64,
-                embedding: e.embedding().cloned(),
-                features: e.features().cloned(),
-            })
-            .collect();
+        candidates.clear();
+        for &n in numbers {
+            let id = index.id(n);
+            if (touched.may_hide(n) && state.is_hidden(id))
+                || (!filter.exclude.is_empty() && filter.exclude.contains(&**id))
+                || filter.allowed.is_some_and(|a| !a.contains(&**id))
+            {
+                continue;
+            }
+            let published_ms = index.time_ms(n).max(0) as u64;
+            candidates.push(Candidate {
+                id,
+                published_ms,
+                embedding: index.row(n),
+                features: index.feature_row(n),
+            });
+            if candidates.len() > CANDIDATES_PER_ARM_MAX {
+                break;
+            }
+        }
         out.unseen = match out.unseen {
             Some(n) if candidates.len() <= CANDIDATES_PER_ARM_MAX => Some(n + candidates.len()),
             _ => None,
@@ -301,9 +317,9 @@ fn arm_candidates(
         if candidates.is_empty() {
             continue;
         }
-        let mut candidates = candidates;
         candidates.truncate(CANDIDATES_PER_ARM_MAX);
-        let ranked = rank::rank(candidates, profile, now_ms, slots);
+        let arm: Arc<str> = Arc::from(source_id.to_string());
+        let ranked = rank::rank(&candidates, &arm, &scorer, now_ms, slots);
         let items = ranked.iter().map(|r| r.id.to_string()).collect();
         // Freshness is left out of the slot offsets: it says when, not how good.
         let scores = ranked.iter().map(|r| r.score - r.freshness).collect();

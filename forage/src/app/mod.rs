@@ -11,7 +11,8 @@
 //! - all calls block: async callers run them on a blocking thread.
 //!
 //! Submodules: [`feed`] (ranking, bandit, impression logging), `index` (the candidate
-//! index, caught up with the catalog on every request), [`users`] (every user's seen state,
+//! index, caught up with the catalog on every request, its embeddings in a `slab`),
+//! `seen_bits` (a user's touched items as a bitset over the index), [`users`] (every user's seen state,
 //! taste and content-bandit posterior, rebuilt from Tidal), `contexts` (paging), `history`
 //! (the saved list and the history view), `feedback`,
 //! `sources` (add/remove/refresh/import and the schedule), `export` (preference rows with
@@ -26,6 +27,8 @@ mod history;
 mod index;
 mod items;
 mod labels;
+mod seen_bits;
+mod slab;
 mod sources;
 mod stats;
 pub mod users;

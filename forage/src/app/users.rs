@@ -23,6 +23,7 @@ use tidal::SignalKind;
 
 use super::AppError;
 use super::index::CandidateIndex;
+use super::seen_bits::TouchedBits;
 use crate::bandit::linear::LinearThompson;
 use crate::store::{StoreError, TidalAccess, UserEvent};
 use crate::taste::{RecencySet, UserState};
@@ -37,6 +38,8 @@ pub struct UserEntry {
     pub model: LinearThompson,
     /// Built from the complete history (false: from the recent ring only).
     pub complete: bool,
+    /// Which index items the user touched, kept in step by each feed request.
+    pub touched: TouchedBits,
 }
 
 impl UserEntry {

@@ -67,6 +67,22 @@ impl Projection {
         out.push(1.0);
         out.iter().all(|x| x.is_finite()).then_some(out)
     }
+
+    /// `θ` pulled back to the embedding space: `(Pᵀθ[..DIMS−1], θ[DIMS−1])`, so that
+    /// `θ·project(e) = direction·e + bias` for every embedding `e`. Ranking scores the
+    /// candidates with this (one dot product with the embedding per candidate, folded into
+    /// the taste query) instead of projecting every candidate. `None` when `θ` does not
+    /// have [`DIMS`] finite entries.
+    pub fn pull_back(&self, theta: &[f32]) -> Option<crate::rank::ContentDraw> {
+        if theta.len() != DIMS || theta.iter().any(|x| !x.is_finite()) || self.input_dims == 0 {
+            return None;
+        }
+        let mut direction = vec![0.0f32; self.input_dims];
+        for (row, t) in self.matrix.chunks_exact(self.input_dims).zip(theta) {
+            direction.iter_mut().zip(row).for_each(|(d, p)| *d += t * p);
+        }
+        Some(crate::rank::ContentDraw { theta: theta.to_vec(), direction, bias: f64::from(theta[DIMS - 1]) })
+    }
 }
 
 /// One user's linear Thompson-sampling posterior (see the module docs).
@@ -197,6 +213,22 @@ mod tests {
         assert!(dot(&za, &zb).abs() < 0.5);
         assert!(p.project(&a[..10]).is_none());
         assert_eq!(Projection::new(384).project(&a), Some(za), "the projection is deterministic");
+    }
+
+    #[test]
+    fn pulled_back_draws_score_embeddings_as_the_features_do() {
+        let p = Projection::new(384);
+        let theta = unit(7, DIMS);
+        let draw = p.pull_back(&theta).expect("pull back");
+        for seed in 10..20 {
+            let e = unit(seed, 384);
+            let z = p.project(&e).expect("features");
+            let via_features = crate::rank::dot_f32(&theta, &z);
+            let via_embedding = crate::rank::dot_f32(&draw.direction, &e) + draw.bias as f32;
+            assert!((via_features - via_embedding).abs() < 1e-4, "{via_features} vs {via_embedding}");
+        }
+        assert!(p.pull_back(&theta[..10]).is_none());
+        assert!(p.pull_back(&[f32::NAN; DIMS]).is_none());
     }
 
     #[test]

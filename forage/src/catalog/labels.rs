@@ -410,19 +410,30 @@ impl Catalog {
     /// Every stored embedding for `model`, in item order. Memory grows with the catalog
     /// (about 1.5 KiB per item at 384 dims); it is meant for relabelling.
     pub fn all_embeddings(&self, model: &str) -> Result<Vec<(String, Vec<f32>)>, CatalogError> {
+        let mut out = Vec::new();
+        self.for_each_embedding(model, &mut |id, v| out.push((id, v)))?;
+        Ok(out)
+    }
+
+    /// Hands every stored embedding for `model` to `f`, in item order, one row at a time
+    /// (the candidate index copies each into its slab, so the catalog is never held twice).
+    pub fn for_each_embedding(
+        &self,
+        model: &str,
+        f: &mut dyn FnMut(String, Vec<f32>),
+    ) -> Result<(), CatalogError> {
         let mut stmt = self.conn.prepare(
             "SELECT e.item_id, e.dims, e.vector FROM embeddings e JOIN items i ON i.id = e.item_id
              WHERE e.model = ?1 ORDER BY i.seq",
         )?;
-        let rows = stmt.query_map([model], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (item_id, dims, blob) = row?;
-            out.push(decode_vector(&item_id, dims, &blob)?);
+        let mut rows = stmt.query([model])?;
+        while let Some(r) = rows.next()? {
+            let (item_id, dims, blob) =
+                (r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?);
+            let (item_id, vector) = decode_vector(&item_id, dims, &blob)?;
+            f(item_id, vector);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Stores a batch of embeddings for `model` and the labels assigned from them, in one

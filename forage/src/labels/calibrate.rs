@@ -22,12 +22,16 @@
 pub const CALIBRATED_MIN: f32 = 0.1;
 /// Highest calibrated threshold.
 pub const CALIBRATED_MAX: f32 = 0.9;
+// The three margins below were chosen on the dev half of the news eval set
+// (`tests/labels_news_eval.rs` splits it; the held-out half is reported apart), not on the
+// whole set.
 /// How much closer than the runner-up the nearest label must be for the fallback.
-pub const NEAREST_MARGIN: f32 = 0.03;
-/// Least similarity the nearest label needs for the fallback.
-pub const NEAREST_FLOOR: f32 = 0.1;
+pub const NEAREST_MARGIN: f32 = 0.01;
+/// Least similarity the nearest label needs for the fallback (centred similarities: 0
+/// means "closer than the average text").
+pub const NEAREST_FLOOR: f32 = 0.0;
 /// How far below the best label's similarity a calibrated label may be and still be given.
-pub const CO_LABEL_MARGIN: f32 = 0.05;
+pub const CO_LABEL_MARGIN: f32 = 0.01;
 
 /// The calibrated threshold from the positives' and negatives' similarities (see the module
 /// docs); `None` without positives (a label with a single example and no confirmations).
@@ -125,15 +129,16 @@ mod tests {
     fn calibrated_labels_need_to_be_near_the_best_and_manual_ones_do_not() {
         let rules = [rule(0.2, true, false), rule(0.2, true, false), rule(0.2, false, false)];
         assert_eq!(decide(&rules, &[0.5, 0.3, 0.3]), [0, 2]);
-        assert_eq!(decide(&rules, &[0.5, 0.47, 0.1]), [0, 1]);
+        assert_eq!(decide(&rules, &[0.5, 0.495, 0.1]), [0, 1]);
+        assert_eq!(decide(&rules, &[0.5, 0.47, 0.1]), [0], "too far below the best");
     }
 
     #[test]
     fn a_clear_nearest_label_is_given_unless_strict() {
         let rules = [rule(0.4, true, false), rule(0.4, true, false)];
         assert_eq!(decide(&rules, &[0.3, 0.1]), [0], "clearly nearest");
-        assert!(decide(&rules, &[0.3, 0.29]).is_empty(), "too close to call");
-        assert!(decide(&rules, &[0.05, -0.2]).is_empty(), "too far from everything");
+        assert!(decide(&rules, &[0.3, 0.295]).is_empty(), "too close to call");
+        assert!(decide(&rules, &[-0.05, -0.2]).is_empty(), "too far from everything");
         let strict = [rule(0.4, true, true), rule(0.4, true, false)];
         assert!(decide(&strict, &[0.3, 0.1]).is_empty());
         assert!(decide(&[], &[]).is_empty());

@@ -3,9 +3,11 @@
 //!
 //! Owns the similarity side of labelling; the catalog (`catalog::labels`) stores the results.
 //! A label is a name, example texts and a threshold. Its prototype is a Rocchio update:
-//! the normalised mean of the embeddings of its examples and of the items the user confirmed,
-//! minus [`REJECT_WEIGHT`] times the normalised mean of the items the user rejected,
-//! renormalised ([`prototype`]). Similarity is cosine (a dot product: embeddings are unit
+//! the normalised mean of the embeddings of its examples and of the items the user confirmed
+//! (plus [`NAME_WEIGHT`] times the embedding of the label's name, when the names help the
+//! examples find their own labels leave-one-out: [`name_weight`]), minus [`REJECT_WEIGHT`]
+//! times the normalised mean of the items the user rejected, renormalised
+//! ([`prototype_named`]). Similarity is cosine (a dot product: embeddings are unit
 //! length). A label's threshold is set by hand or calibrated from its examples, its
 //! feedback and the other labels, and an item with no label above threshold still gets the
 //! nearest label when that one is clearly best, unless the label is strict ([`mod@calibrate`]).
@@ -42,6 +44,10 @@ pub const THRESHOLD_DEFAULT: f32 = 0.35;
 pub const CENTRE_LABELS_MIN: usize = 3;
 /// Most positives (examples and confirmed items) a calibration scores leave-one-out.
 pub const CALIBRATION_POSITIVES_MAX: usize = 256;
+/// Weight of the label's name in its prototype, against 1 for the mean of its examples
+/// ([`prototype_named`]). Used only when it helps the examples find their own label
+/// ([`name_weight`]).
+pub const NAME_WEIGHT: f32 = 0.5;
 /// Weight of the rejected items' mean subtracted from the positive mean (Rocchio's gamma).
 pub const REJECT_WEIGHT: f32 = 0.5;
 /// Score recorded for an item the user confirmed for a label.
@@ -134,17 +140,71 @@ fn normalized(mut v: Vec<f32>) -> Option<Vec<f32>> {
 /// first positive vector; vectors of another length are ignored. Returns an empty vector when
 /// there is no usable positive vector (it then matches nothing, see [`cosine`]).
 pub fn prototype(examples: &[Vec<f32>], confirmed: &[Vec<f32>], rejected: &[Vec<f32>]) -> Vec<f32> {
+    prototype_named(examples, confirmed, rejected, None)
+}
+
+/// [`prototype`] with the label's name as evidence too: the positive side is the
+/// normalised sum of the normalised mean of the examples and confirmed items and
+/// `name` (the name's embedding, already scaled by its weight).
+pub fn prototype_named(
+    examples: &[Vec<f32>],
+    confirmed: &[Vec<f32>],
+    rejected: &[Vec<f32>],
+    name: Option<&[f32]>,
+) -> Vec<f32> {
     let Some(dims) = examples.iter().chain(confirmed).map(Vec::len).find(|&n| n > 0) else {
         return Vec::new();
     };
-    let Some(positive) = unit_mean(examples.iter().chain(confirmed), dims) else {
+    let Some(mut positive) = unit_mean(examples.iter().chain(confirmed), dims) else {
         return Vec::new();
     };
+    if let Some(name) = name.filter(|n| n.len() == dims) {
+        let named: Vec<f32> = positive.iter().zip(name).map(|(p, n)| p + n).collect();
+        positive = normalized(named).unwrap_or(positive);
+    }
     let Some(negative) = unit_mean(rejected.iter(), dims) else { return positive };
     let moved: Vec<f32> = positive.iter().zip(&negative).map(|(p, n)| p - REJECT_WEIGHT * n).collect();
     // Rejections identical to the examples would cancel out only with a weight of 1; keep the
     // positive mean if the update ever degenerates.
     normalized(moved).unwrap_or(positive)
+}
+
+/// How much the labels' names count in their prototypes: [`NAME_WEIGHT`] when that makes
+/// more of the examples nearest to their own label, each left out of its own label's
+/// prototype (leave-one-out over the examples only, never over items to be labelled);
+/// else 0 (names that say little, such as "misc" or "label 2", then change nothing).
+pub fn name_weight(examples: &[Vec<Vec<f32>>], names: &[Vec<f32>]) -> f32 {
+    let hits = |w: f32| -> usize {
+        let name = |k: usize| -> Option<Vec<f32>> {
+            (w > 0.0).then(|| names.get(k).map(|n| n.iter().map(|x| x * w).collect())).flatten()
+        };
+        let full: Vec<Vec<f32>> = examples
+            .iter()
+            .enumerate()
+            .map(|(k, e)| prototype_named(e, &[], &[], name(k).as_deref()))
+            .collect();
+        let mut hits = 0;
+        for (k, own) in examples.iter().enumerate() {
+            for i in 0..own.len() {
+                let rest: Vec<Vec<f32>> =
+                    own.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| v.clone()).collect();
+                let loo = prototype_named(&rest, &[], &[], name(k).as_deref());
+                let sims: Vec<f32> = full
+                    .iter()
+                    .enumerate()
+                    .map(|(m, p)| cosine(if m == k { &loo } else { p }, &own[i]))
+                    .collect();
+                let best = (0..sims.len()).max_by(|a, b| sims[*a].total_cmp(&sims[*b]).then(b.cmp(a)));
+                hits += usize::from(best == Some(k) && !loo.is_empty());
+            }
+        }
+        hits
+    };
+    if examples.len() >= 2 && names.len() == examples.len() && hits(NAME_WEIGHT) > hits(0.0) {
+        NAME_WEIGHT
+    } else {
+        0.0
+    }
 }
 
 /// One label's prototype and the feedback that overrides it.
@@ -207,15 +267,23 @@ impl Prototypes {
     }
 
     fn from_inputs(inputs: Vec<LabelInputs>, embedder: &dyn Embedder) -> Result<Prototypes, LabelError> {
-        let texts: Vec<&str> =
-            inputs.iter().flat_map(|i| i.label.examples.iter().map(String::as_str)).collect();
+        let texts: Vec<&str> = inputs
+            .iter()
+            .map(|i| i.label.name.as_str())
+            .chain(inputs.iter().flat_map(|i| i.label.examples.iter().map(String::as_str)))
+            .collect();
         let mut vectors = embed_batched(embedder, &texts)?.into_iter();
+        let names: Vec<Vec<f32>> = vectors.by_ref().take(inputs.len()).collect();
         let examples: Vec<Vec<Vec<f32>>> =
             inputs.iter().map(|i| vectors.by_ref().take(i.label.examples.len()).collect()).collect();
         let centre = centre_of(&inputs, &examples);
         let shift =
             |vs: &[Vec<f32>]| -> Vec<Vec<f32>> { vs.iter().map(|v| shifted(centre.as_deref(), v)).collect() };
         let examples: Vec<Vec<Vec<f32>>> = examples.iter().map(|e| shift(e)).collect();
+        let names = shift(&names);
+        let weight = name_weight(&examples, &names);
+        let names: Vec<Option<Vec<f32>>> =
+            names.iter().map(|n| (weight > 0.0).then(|| n.iter().map(|x| x * weight).collect())).collect();
         let mut inputs = inputs;
         for input in &mut inputs {
             input.confirmed_vectors = shift(&input.confirmed_vectors);
@@ -223,12 +291,14 @@ impl Prototypes {
         }
         let mut labels = Vec::with_capacity(inputs.len());
         for (n, input) in inputs.iter().enumerate() {
-            let vector = prototype(&examples[n], &input.confirmed_vectors, &input.rejected_vectors);
+            let name = names[n].as_deref();
+            let vector =
+                prototype_named(&examples[n], &input.confirmed_vectors, &input.rejected_vectors, name);
             let mut threshold = input.label.threshold;
             if input.label.calibrated {
                 let others: Vec<&Vec<f32>> =
                     examples.iter().enumerate().filter(|(m, _)| *m != n).flat_map(|(_, e)| e).collect();
-                threshold = calibrated_threshold(&examples[n], input, &vector, &others);
+                threshold = calibrated_threshold(&examples[n], input, &vector, &others, name);
             }
             let rule = Rule { threshold, calibrated: input.label.calibrated, strict: input.label.strict };
             labels.push(LabelPrototype {
@@ -317,6 +387,7 @@ fn calibrated_threshold(
     input: &LabelInputs,
     vector: &[f32],
     others: &[&Vec<f32>],
+    name: Option<&[f32]>,
 ) -> f32 {
     let positives: Vec<&Vec<f32>> =
         examples.iter().chain(&input.confirmed_vectors).take(CALIBRATION_POSITIVES_MAX).collect();
@@ -324,7 +395,7 @@ fn calibrated_threshold(
         .filter_map(|i| {
             let rest: Vec<Vec<f32>> =
                 positives.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| (*v).clone()).collect();
-            let proto = prototype(&rest, &[], &input.rejected_vectors);
+            let proto = prototype_named(&rest, &[], &input.rejected_vectors, name);
             (!proto.is_empty()).then(|| cosine(&proto, positives[i]))
         })
         .collect();

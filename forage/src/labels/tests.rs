@@ -341,3 +341,26 @@ fn eval_files_are_parsed_strictly() {
     let r = evaluate_file(&path, &cat, &XyzEmbedder).expect("eval");
     assert_eq!((r.micro.true_positives, r.micro.false_positives, r.micro.false_negatives), (1, 0, 0));
 }
+
+#[test]
+fn names_count_only_when_they_help_the_examples_find_their_label() {
+    let unit = |v: [f32; 3]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let examples = vec![
+        vec![unit([1.3, -0.8, 0.2]), unit([-1.0, 0.7, 0.5]), unit([-0.1, 0.1, -1.0])],
+        vec![unit([0.8, -0.5, -0.9]), unit([0.7, 2.7, -2.2]), unit([-0.5, 1.8, -0.6])],
+    ];
+    // Names along each label's axis: leave-one-out finds 2 of 6 examples instead of 1.
+    let telling = vec![unit([1.0, 0.0, 0.0]), unit([0.0, 1.0, 0.0])];
+    assert_eq!(name_weight(&examples, &telling), NAME_WEIGHT);
+    // The same name for both ("misc", "misc"): no better, so names count for nothing.
+    let alike = vec![unit([0.0, 0.0, 1.0]), unit([0.0, 0.0, 1.0])];
+    assert_eq!(name_weight(&examples, &alike), 0.0);
+    assert_eq!(name_weight(&examples[..1], &telling[..1]), 0.0, "one label: nothing to tell apart");
+    // The name pulls the prototype towards itself.
+    let named: Vec<f32> = telling[0].iter().map(|x| x * NAME_WEIGHT).collect();
+    let with = prototype_named(&examples[0], &[], &[], Some(&named));
+    assert!(cosine(&with, &telling[0]) > cosine(&prototype(&examples[0], &[], &[]), &telling[0]));
+}

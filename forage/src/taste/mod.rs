@@ -71,6 +71,12 @@ impl RecencySet {
     pub fn newest_first(&self) -> impl Iterator<Item = &Arc<str>> {
         self.by_stamp.values().rev()
     }
+
+    /// The items put in after stamp `after`, oldest first, with their stamps (stamps only
+    /// grow, so a reader that remembers the last stamp it saw reads only what is new).
+    pub fn put_after(&self, after: u64) -> impl Iterator<Item = (u64, &Arc<str>)> {
+        self.by_stamp.range(after.saturating_add(1)..).map(|(s, id)| (*s, id))
+    }
 }
 
 /// What happened to one item, for the history view.
@@ -189,6 +195,17 @@ impl UserState {
             }
             self.rewarded.remove(&item);
         }
+    }
+
+    /// Did the user ever touch `item` (shown, or any feedback)? Every hidden item is
+    /// touched ([`UserState::is_hidden`]), which is what `app::seen_bits` relies on.
+    pub fn is_touched(&self, item: &str) -> bool {
+        self.marks.contains_key(item)
+    }
+
+    /// The touched items after stamp `after` in first-touch order, with their stamps.
+    pub fn touched_after(&self, after: u64) -> impl Iterator<Item = (u64, &Arc<str>)> {
+        self.order.put_after(after)
     }
 
     /// Was `item` shown to the user?
