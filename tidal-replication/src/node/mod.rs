@@ -1,7 +1,7 @@
 //! The replication runtime of one node: the protocol machines of every shard replica it
 //! hosts, driven by real time, a real [`Transport`] and a real [`Db`].
 //!
-//! [`ReplicationNode::start`] runs one thread that owns every shard's [`Replica`]. Events
+//! [`ReplicationNode::start`] runs one thread that owns every shard's [`Replica`](crate::protocol::replica::Replica). Events
 //! reach it on one channel: messages from peers, fsync reports of the store's writers
 //! (a leader ships only what its WAL holds durably), operator commands (promote, demote),
 //! and a tick. It executes each machine's actions in order against the store

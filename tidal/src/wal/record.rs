@@ -13,7 +13,7 @@
 //! and a non-empty attribute list allocate) and never panics, whatever the bytes.
 //!
 //! Records are encoded by serde (`WireRecord`'s derive) and decoded by a hand-written reader
-//! of the same postcard wire form ([`WireCursor`]: varints, length-prefixed UTF-8, option
+//! of the same postcard wire form (`WireCursor`: varints, length-prefixed UTF-8, option
 //! tags, little-endian f64), which skips serde's visitor machinery on the replay path. It
 //! accepts exactly the bytes postcard accepts and fails with the same `postcard::Error`;
 //! `tests_record` checks the two decoders against each other on random and damaged bodies.
