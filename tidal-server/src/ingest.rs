@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::{Body, HttpBody};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -46,11 +46,14 @@ enum Format {
 /// `POST /v1/signals`.
 pub async fn post_signals(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<IngestParams>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let result = ingest(&state, &params, &headers, body).await;
+    let result = match IngestParams::parse(query.as_deref()) {
+        Ok(params) => ingest(&state, &params, &headers, body).await,
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(answer) => {
             let duplicates = answer.acks.iter().filter(|a| a.duplicate).count() as u64;
@@ -65,11 +68,32 @@ pub async fn post_signals(
 }
 
 /// Query parameters of `POST /v1/signals`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default)]
 pub struct IngestParams {
     /// `leader` or `quorum`: when the write is acknowledged (default: the cluster's, or
     /// `quorum`; the same on a standalone store).
     pub ack: Option<String>,
+}
+
+impl IngestParams {
+    /// Parses the query string by hand, so that every mistake (a repeated `ack`) is a JSON
+    /// 400 naming the parameter, like every other error. Unknown parameters are ignored.
+    fn parse(query: Option<&str>) -> Result<IngestParams, ApiError> {
+        let mut params = IngestParams::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key != "ack" {
+                continue;
+            }
+            if params.ack.is_some() {
+                return Err(
+                    ApiError::bad_request("invalid_query", "`ack` is given more than once").field("ack")
+                );
+            }
+            params.ack = Some(value.to_string());
+        }
+        Ok(params)
+    }
 }
 
 fn ack_mode(state: &AppState, params: &IngestParams) -> Result<AckMode, ApiError> {
