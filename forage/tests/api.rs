@@ -271,10 +271,18 @@ fn auth_body_limit_and_export() {
     let (chosen, rejected) = (shown[0]["id"].as_str().expect("id"), shown[1]["id"].as_str().expect("id"));
     app.post("/v1/feedback", &json!({"item": chosen, "kind": "like", "context": context}));
     app.post("/v1/feedback", &json!({"item": rejected, "kind": "skip", "context": context}));
+    // More likes from the page, so some liked item has neighbours to mine negatives from
+    // (the bandit may put an item of the small notes source first, which has none).
+    for item in shown.iter().skip(2) {
+        app.post("/v1/feedback", &json!({"item": item["id"], "kind": "like", "context": context}));
+    }
     let (status, text) = app.get_text("/v1/export?format=dpo&test_fraction=0");
     assert_eq!(status, 200, "{text}");
     let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
-    let row = rows.iter().find(|r| r["rejected_id"] == rejected).expect("a row rejecting the skipped item");
+    let row = rows
+        .iter()
+        .find(|r| r["rejected_id"] == rejected && r["chosen_id"] == chosen)
+        .expect("a row rejecting the skipped item");
     assert_eq!(row["chosen_id"], chosen);
     assert_eq!(
         row["chosen"],

@@ -85,6 +85,12 @@ fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
     }
 }
 
+/// SIGKILL, and reap: the process is gone (its directory lock with it) when this returns.
+fn sigkill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A write marked as forwarded already: a follower must not forward it again.
 fn post_forwarded(base: &str, body: &Value) -> (u16, Value) {
     let request = agent().post(&format!("http://{base}/v1/signals")).header("x-tidal-forwarded", "1");
@@ -169,7 +175,7 @@ fn three_processes_replicate_over_tcp_through_a_follower_kill() {
 
     // SIGKILL a follower mid-stream; the cluster keeps acknowledging with two of three.
     let before = acked.lock().unwrap().len();
-    nodes[2].child.take().unwrap().kill().unwrap();
+    sigkill(nodes[2].child.take().unwrap());
     std::thread::sleep(Duration::from_millis(1500));
     assert!(acked.lock().unwrap().len() > before + 20, "quorum writes go on with a follower down");
     nodes[2].child = Some(spawn(dir.path(), &cluster, 3));
@@ -238,7 +244,7 @@ fn a_killed_leader_recovers_and_promotion_moves_leadership() {
     write_some(&leader, 0, 60, &mut acked);
     assert_eq!(acked.len(), 60);
 
-    nodes[0].child.take().unwrap().kill().unwrap();
+    sigkill(nodes[0].child.take().unwrap());
     nodes[0].child = Some(spawn(dir.path(), &cluster, 1));
     eventually("the restarted leader serves again", 60, || {
         let s = shard0(&get(&leader, "/v1/cluster/status").1);
