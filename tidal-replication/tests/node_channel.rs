@@ -49,7 +49,9 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 fn write(leader: &Db, signals: Vec<Signal>, ack: AckMode) -> Vec<tidal::Ack> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match leader.submit_with(signals.clone(), ack).unwrap().wait() {
+        // A shard that does not serve yet refuses at submit (nothing enqueued) or, if its
+        // role changes meanwhile, at the writer: either way NotLeader, and nothing written.
+        match leader.submit_with(signals.clone(), ack).and_then(|pending| pending.wait()) {
             Ok(acks) => return acks,
             Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
