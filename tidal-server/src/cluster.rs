@@ -100,7 +100,7 @@ pub fn split_epochs(token: &str) -> Result<(String, TokenEpochs), String> {
 }
 
 /// Checks that this replica's records at the token's seqs have the token's epochs.
-pub fn check_epochs(state: &AppState, epochs: &[(u32, u64, u64)]) -> Result<(), ApiError> {
+pub async fn check_epochs(state: &AppState, epochs: &[(u32, u64, u64)]) -> Result<(), ApiError> {
     if epochs.is_empty() {
         return Ok(());
     }
@@ -115,7 +115,7 @@ pub fn check_epochs(state: &AppState, epochs: &[(u32, u64, u64)]) -> Result<(), 
             if held == Some(epoch) {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             held = cluster.epoch_at(shard, seq);
         }
         if held != Some(epoch) {

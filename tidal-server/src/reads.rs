@@ -92,7 +92,7 @@ pub async fn visible(state: &AppState, min_seq: Option<&str>, wait_ms: Option<u6
     let token: SeqToken = plain.parse().map_err(|e| bad_token(format!("min_seq: {e}")))?;
     let waited = wait_visible(state, token, wait_ms, bad_token).await;
     waited?;
-    crate::cluster::check_epochs(state, &epochs)
+    crate::cluster::check_epochs(state, &epochs).await
 }
 
 async fn wait_visible(

@@ -215,9 +215,8 @@ impl Worker {
 
     /// The first actions of every replica (a leader's recovery probes).
     fn kick_off(&mut self) {
-        let now = self.now_ms();
         for shard in &mut self.shards {
-            shard.start(&self.db, &mut *self.transport, now);
+            shard.start(&self.db, &mut *self.transport);
         }
         self.publish();
     }
@@ -262,7 +261,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Event::Demote(shard, reply) => {
-                let result = self.with_shard(shard, |s, db, t| s.demote(db, t, now));
+                let result = self.with_shard(shard, |s, db, t| s.demote(db, t));
                 let _ = reply.send(result);
             }
             Event::Stop => {}

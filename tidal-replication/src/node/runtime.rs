@@ -96,9 +96,9 @@ impl ShardRuntime {
         })
     }
 
-    pub fn start(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) {
+    pub fn start(&mut self, db: &Db, transport: &mut dyn Transport) {
         let actions = std::mem::take(&mut self.initial);
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
     }
 
     pub fn handle(
@@ -113,7 +113,7 @@ impl ShardRuntime {
             return;
         }
         let actions = self.replica.handle(from, message, now_ms, &DbSource { db, shard: self.shard });
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
     }
 
     pub fn tick(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) {
@@ -121,7 +121,7 @@ impl ShardRuntime {
             return;
         }
         let actions = self.replica.tick(now_ms, &DbSource { db, shard: self.shard });
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
     }
 
     /// The store's writer fsynced through `event.seq`: a serving leader ships it.
@@ -138,7 +138,7 @@ impl ShardRuntime {
             self.marks.pop_front();
         }
         let actions = self.replica.on_local_durable(event.seq, now_ms, &DbSource { db, shard: self.shard });
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
     }
 
     pub fn promote(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) -> Result<(), NodeError> {
@@ -148,14 +148,14 @@ impl ShardRuntime {
         }
         db.set_role(self.shard, ShardRole::Recovering { epoch: self.replica.epoch() + 1 })?;
         let actions = self.replica.promote(now_ms);
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
         self.usable()
     }
 
-    pub fn demote(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) -> Result<(), NodeError> {
+    pub fn demote(&mut self, db: &Db, transport: &mut dyn Transport) -> Result<(), NodeError> {
         self.usable()?;
         let actions = self.replica.demote();
-        self.execute(db, transport, actions, now_ms);
+        self.execute(db, transport, actions);
         self.usable()
     }
 
@@ -168,9 +168,9 @@ impl ShardRuntime {
         }
     }
 
-    fn execute(&mut self, db: &Db, transport: &mut dyn Transport, actions: Vec<Action>, now_ms: u64) {
+    fn execute(&mut self, db: &Db, transport: &mut dyn Transport, actions: Vec<Action>) {
         for action in actions {
-            if let Err(reason) = self.execute_one(db, transport, action, now_ms) {
+            if let Err(reason) = self.execute_one(db, transport, action) {
                 tracing::error!(shard = self.shard, %reason, "replica stopped");
                 self.failed = Some(reason);
                 return;
@@ -178,13 +178,7 @@ impl ShardRuntime {
         }
     }
 
-    fn execute_one(
-        &mut self,
-        db: &Db,
-        transport: &mut dyn Transport,
-        action: Action,
-        _now_ms: u64,
-    ) -> Result<(), String> {
+    fn execute_one(&mut self, db: &Db, transport: &mut dyn Transport, action: Action) -> Result<(), String> {
         match action {
             Action::Send { to, message } => {
                 // A full queue or a dead peer: the protocol retries.

@@ -164,7 +164,7 @@ impl Sim {
             }
             let (node, actions) = SimNode::open(id, vfs, leader_cfg(id), sim.params, 0);
             sim.nodes.insert(id, Some(node));
-            let effects = sim.node_mut(id).expect("up").execute(actions, 0);
+            let effects = sim.node_mut(id).expect("up").execute(actions);
             sim.apply_effects(id, effects);
             sim.at(1 + u64::from(id.0), Timer::Tick(id));
         }

@@ -56,7 +56,7 @@ impl Sim {
         let local = self.local_ms(id);
         let (node, actions) = SimNode::open(id, vfs, super::cluster::leader_cfg(id), self.params, local);
         self.nodes.insert(id, Some(node));
-        let effects = self.node_mut(id).expect("restarted").execute(actions, local);
+        let effects = self.node_mut(id).expect("restarted").execute(actions);
         self.apply_effects(id, effects);
         self.at(self.net.now_ms() + 1, Timer::Tick(id));
     }
@@ -82,8 +82,7 @@ impl Sim {
         }
         for id in NODES {
             if id != chosen && self.nodes[&id].as_ref().is_some_and(|x| x.replica.is_leader()) {
-                let local = self.local_ms(id);
-                let effects = self.node_mut(id).expect("up").demote(local);
+                let effects = self.node_mut(id).expect("up").demote();
                 self.apply_effects(id, effects);
             }
         }
@@ -91,7 +90,6 @@ impl Sim {
         let effects = self.node_mut(chosen).expect("up").promote(local);
         self.apply_effects(chosen, effects);
         self.report.promotions += 1;
-        let _ = now;
     }
 
     /// The end of the faults: the network heals, crashed nodes come back, and if no

@@ -186,31 +186,31 @@ impl SimNode {
         self.wal.sync().expect("sync");
         let durable = self.wal.next_seq() - 1;
         let actions = self.replica.on_local_durable(durable, now_ms, &self.log);
-        self.execute(actions, now_ms)
+        self.execute(actions)
     }
 
     pub fn handle(&mut self, from: NodeId, message: Message, now_ms: u64) -> Effects {
         let actions = self.replica.handle(from, message, now_ms, &self.log);
-        self.execute(actions, now_ms)
+        self.execute(actions)
     }
 
     pub fn tick(&mut self, now_ms: u64) -> Effects {
         let actions = self.replica.tick(now_ms, &self.log);
-        self.execute(actions, now_ms)
+        self.execute(actions)
     }
 
     pub fn promote(&mut self, now_ms: u64) -> Effects {
         let actions = self.replica.promote(now_ms);
-        self.execute(actions, now_ms)
+        self.execute(actions)
     }
 
-    pub fn demote(&mut self, now_ms: u64) -> Effects {
+    pub fn demote(&mut self) -> Effects {
         let actions = self.replica.demote();
-        self.execute(actions, now_ms)
+        self.execute(actions)
     }
 
     /// Executes actions in order, as the protocol requires.
-    pub fn execute(&mut self, actions: Vec<Action>, now_ms: u64) -> Effects {
+    pub fn execute(&mut self, actions: Vec<Action>) -> Effects {
         let mut effects = Effects::default();
         for action in actions {
             match action {
@@ -267,7 +267,6 @@ impl SimNode {
                 }
             }
         }
-        let _ = now_ms;
         effects
     }
 

@@ -9,7 +9,6 @@
 //! A crash in the middle leaves either the old log (and the copy, harmless) or the cut one:
 //! the copy is durable before the first byte of the log is removed.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -117,7 +116,6 @@ impl ShardWriter {
         }
         file.sync_data().map_err(|e| io("sync divergent file", e))?;
         vfs.sync_dir(dir).map_err(|e| io("sync divergent dir", e))?;
-        let _ = std::io::sink().flush();
         Ok(path)
     }
 
