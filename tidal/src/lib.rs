@@ -31,7 +31,7 @@ pub mod shard;
 pub mod signal;
 pub mod wal;
 
-pub use db::{Db, PendingWrite, RecoveryReport};
+pub use db::{Db, PendingWrite, RecoveryReport, SnapshotFile};
 pub use error::{Error, ErrorKind, Result};
 pub use hlc::Hlc;
 pub use options::{Durability, Options};

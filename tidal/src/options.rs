@@ -20,6 +20,8 @@ pub const SHARDS_MAX: u32 = 1024;
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 /// A shard snapshots itself after this many signals since its last snapshot.
 pub const SNAPSHOT_EVERY_SIGNALS_DEFAULT: u64 = 1_000_000;
+/// WAL bytes retirement keeps for replicas that still need them (archiving off).
+pub const WAL_HOLD_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Signals one group commit may gather.
 pub const GROUP_SIGNALS_MAX_DEFAULT: usize = 16_384;
 /// Pending requests per shard before writers block (backpressure).
@@ -78,6 +80,10 @@ pub struct Options {
     /// Move WAL segments that snapshots cover to `archive/` instead of deleting them, so
     /// the whole history stays available for export (default on).
     pub wal_archive: bool,
+    /// With `wal_archive` off: bytes of WAL segments that retirement keeps, beyond what
+    /// snapshots cover, for a replica that still needs them ([`crate::Db::hold_log`]). A
+    /// replica further behind gets a snapshot instead.
+    pub wal_hold_bytes_max: u64,
     /// Half-life of a signal's weight in rankings, for a new store (fixed at creation).
     pub score_half_life_ms: Option<u64>,
     /// The ranking decay's reference time (ms since the epoch) for a new store, fixed at
@@ -105,6 +111,7 @@ impl Default for Options {
             vfs: Arc::new(StdVfs),
             progress: None,
             wal_archive: true,
+            wal_hold_bytes_max: WAL_HOLD_BYTES_MAX_DEFAULT,
             score_half_life_ms: None,
             created_ms: None,
             score_weights: Weights::default(),
@@ -120,6 +127,8 @@ impl fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("segment_bytes_max", &self.segment_bytes_max)
             .field("snapshot_every_signals", &self.snapshot_every_signals)
+            .field("wal_archive", &self.wal_archive)
+            .field("wal_hold_bytes_max", &self.wal_hold_bytes_max)
             .field("custom_kinds", &self.custom_kinds)
             .field("created_ms", &self.created_ms)
             .field("vfs", &self.vfs)

@@ -6,7 +6,7 @@
 //! export; see [`crate::history`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 mod reads;
 mod replica;
+pub use replica::SnapshotFile;
 
 use crate::error::{Error, Result};
 use crate::history::{ARCHIVE_DIR, WAL_DIR};
@@ -63,6 +64,8 @@ pub(crate) struct ShardHandle {
     pub applied: Arc<AppliedSeq>,
     /// The role last set (mirrors the writer's, for readers and status).
     pub role: Mutex<ShardRole>,
+    /// The oldest seq a replica still needs from this shard's WAL (see [`Db::hold_log`]).
+    pub hold: Arc<AtomicU64>,
     tx: SyncSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -155,7 +158,7 @@ impl Db {
         let vfs = options.vfs.clone();
         let paths = ShardPaths {
             wal_dir: dir.join(WAL_DIR),
-            snapshot_dir: dir.join("snapshots"),
+            snapshot_dir: dir.join(crate::shard::SNAPSHOT_DIR),
             archive_dir: dir.join(ARCHIVE_DIR),
         };
         for d in [&dir, &paths.wal_dir, &paths.snapshot_dir, &paths.archive_dir] {
@@ -428,6 +431,7 @@ fn start_writer(
     let applied = Arc::new(AppliedSeq::new(state.applied_seq));
     let state = Arc::new(RwLock::new(state));
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let hold = Arc::new(AtomicU64::new(u64::MAX));
     let writer = ShardWriter {
         node_id: options.node_id,
         in_flight: in_flight.clone(),
@@ -445,6 +449,8 @@ fn start_writer(
             snapshot_dir: paths.snapshot_dir.clone(),
             wal_dir: paths.wal_dir.clone(),
             archive_dir: options.wal_archive.then(|| paths.archive_dir.clone()),
+            hold: hold.clone(),
+            hold_bytes_max: options.wal_hold_bytes_max,
         },
         job: None,
         durability: options.durability,
@@ -477,6 +483,7 @@ fn start_writer(
         in_flight,
         applied,
         role: Mutex::new(ShardRole::Standalone),
+        hold,
         tx,
         thread: Mutex::new(Some(thread)),
     })

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, channel};
 
 use tokio::sync::oneshot;
@@ -17,8 +18,20 @@ use crate::error::{Error, Result};
 use crate::history::{ARCHIVE_DIR, WAL_DIR};
 use crate::shard::role::{DurableEvent, ShardPosition, ShardRole};
 use crate::shard::set_aside::SetAsideReport;
+use crate::shard::snapshot;
 use crate::shard::writer::Command;
+use crate::wal::WalError;
 use crate::wal::ship::{BatchCursor, ShipError, read_batches};
+
+/// A snapshot file a replica can ship (see [`Db::latest_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub shard: u32,
+    /// The last seq it covers.
+    pub seq: u64,
+    /// Its size in bytes.
+    pub len: u64,
+}
 
 /// Cursors kept per shard: one per reader that tails the log (a leader ships to each
 /// follower from its own position).
@@ -127,6 +140,50 @@ impl Db {
         let dir = &self.inner.dir;
         let (wal, archive) = (dir.join(WAL_DIR), dir.join(ARCHIVE_DIR));
         crate::wal::ship::scan_epochs(&*self.inner.options.vfs, &[&wal, &archive], shard, from_seq)
+    }
+
+    /// Replaces `shard`'s state and log by a snapshot another replica shipped (the exact
+    /// bytes of its snapshot file), verified as a local snapshot is; the log continues at
+    /// the snapshot's seq + 1. Returns that seq. Refused when the snapshot is not ahead of
+    /// the own log: set a divergent tail aside first.
+    pub fn install_snapshot(&self, shard: u32, bytes: Vec<u8>) -> Result<u64> {
+        let handle = self.shard_handle(shard)?;
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(Command::InstallSnapshot { bytes, reply }).map_err(|_| Error::Closed)?;
+        block_on(rx).map_err(|_| Error::Closed)?
+    }
+
+    /// The newest snapshot file of `shard` on disk, if any: what a leader ships to a replica
+    /// its log no longer serves (with the log after it, a complete history).
+    pub fn latest_snapshot(&self, shard: u32) -> Result<Option<SnapshotFile>> {
+        self.shard_handle(shard)?;
+        let dir = self.inner.dir.join(crate::shard::SNAPSHOT_DIR);
+        let vfs = &*self.inner.options.vfs;
+        let Some((seq, path)) = snapshot::list(vfs, &dir, shard)?.into_iter().next() else { return Ok(None) };
+        let len = vfs.file_len(&path).map_err(|e| WalError::io("stat snapshot", &path, e))?;
+        Ok(Some(SnapshotFile { shard, seq, len }))
+    }
+
+    /// Up to `len` bytes at `offset` of `shard`'s snapshot at `seq`. [`Error::NotFound`]-like
+    /// [`Error::InvalidRequest`] when that snapshot is gone (a newer one replaced it).
+    pub fn read_snapshot(&self, shard: u32, seq: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.shard_handle(shard)?;
+        let dir = self.inner.dir.join(crate::shard::SNAPSHOT_DIR);
+        let path = dir.join(snapshot::file_name(shard, seq));
+        let vfs = &*self.inner.options.vfs;
+        let total = vfs.file_len(&path).map_err(|_| {
+            Error::InvalidRequest(format!("shard {shard} has no snapshot at seq {seq} any more"))
+        })?;
+        let len = len.min(total.saturating_sub(offset) as usize);
+        vfs.read_range(&path, offset, len).map_err(|e| Error::Wal(WalError::io("read snapshot", &path, e)))
+    }
+
+    /// Keep `shard`'s WAL from `from_seq` on when snapshots retire segments (`u64::MAX`:
+    /// nothing held), within [`crate::Options::wal_hold_bytes_max`]: a leader holds what a
+    /// lagging follower still needs. Only matters with archiving off (the archive keeps all).
+    pub fn hold_log(&self, shard: u32, from_seq: u64) -> Result<()> {
+        self.shard_handle(shard)?.hold.store(from_seq, Ordering::Release);
+        Ok(())
     }
 
     /// Where a shard's log and state stand.

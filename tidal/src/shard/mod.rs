@@ -8,6 +8,7 @@
 pub mod applied;
 pub mod digest;
 pub mod engine;
+mod install;
 pub mod role;
 pub mod router;
 pub mod set_aside;
@@ -17,6 +18,9 @@ pub mod state;
 pub mod user;
 pub(crate) mod writer;
 mod writer_replica;
+
+/// Directory (in the data directory) that holds shard snapshots.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

@@ -121,7 +121,12 @@ impl ShardWriter {
 
     /// Recovers the shard from the cut log and swaps the state, the WAL writer and the
     /// ranking's share of this shard.
-    fn recover_again(&mut self, reopen: &Reopen, tail: Option<PathBuf>, from_seq: u64) -> Result<()> {
+    pub(super) fn recover_again(
+        &mut self,
+        reopen: &Reopen,
+        tail: Option<PathBuf>,
+        from_seq: u64,
+    ) -> Result<()> {
         let opened = open_shard(
             &reopen.options,
             &reopen.paths,

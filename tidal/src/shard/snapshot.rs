@@ -237,7 +237,19 @@ pub fn write(
     params: &ShardParams,
 ) -> Result<PathBuf, WalError> {
     let bytes = encode(state, params).map_err(WalError::TooLarge)?;
-    let path = dir.join(file_name(state.shard, state.applied_seq));
+    write_bytes(vfs, dir, state.shard, state.applied_seq, &bytes)
+}
+
+/// Writes the bytes of an encoded snapshot of `shard` at `seq` atomically (what a replica
+/// does with a snapshot its leader shipped); returns its path.
+pub fn write_bytes(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    shard: u32,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<PathBuf, WalError> {
+    let path = dir.join(file_name(shard, seq));
     let tmp = path.with_extension("snap.tmp");
     if vfs.file_len(&tmp).is_ok() {
         vfs.remove_file(&tmp).map_err(|e| WalError::io("remove stale temp snapshot", &tmp, e))?;

@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -33,6 +34,10 @@ pub(crate) struct SnapshotTarget {
     pub wal_dir: PathBuf,
     /// Where covered segments go; `None` deletes them instead.
     pub archive_dir: Option<PathBuf>,
+    /// Deleting (not archiving): the oldest seq a replica still needs (`u64::MAX`: none),
+    /// and how many bytes of covered segments may be kept for it.
+    pub hold: Arc<AtomicU64>,
+    pub hold_bytes_max: u64,
 }
 
 /// A snapshot being written in the background.
@@ -93,7 +98,11 @@ fn write(target: &SnapshotTarget, state: &ShardState) -> Result<u64> {
             Some(archive) => {
                 history::archive_segments_before(vfs, &target.wal_dir, archive, target.shard, oldest + 1)?
             }
-            None => reader::remove_segments_before(vfs, &target.wal_dir, target.shard, oldest + 1)?,
+            None => {
+                let hold = target.hold.load(Ordering::Acquire);
+                let upto = held_retire_seq(vfs, target, oldest + 1, hold)?;
+                reader::remove_segments_before(vfs, &target.wal_dir, target.shard, upto)?
+            }
         };
         tracing::debug!(
             shard = target.shard,
@@ -103,4 +112,40 @@ fn write(target: &SnapshotTarget, state: &ShardState) -> Result<u64> {
     }
     tracing::info!(shard = target.shard, seq = state.applied_seq, path = %path.display(), "snapshot written");
     Ok(state.applied_seq)
+}
+
+/// The seq below which segments may go, when a replica still needs the log from `hold`:
+/// `upto` itself if nothing is held (or the hold is at or above it), else the first seq of
+/// the oldest segment to keep, keeping the held segments newest first while their bytes stay
+/// within the cap. A replica behind what is kept gets a snapshot.
+fn held_retire_seq(vfs: &dyn Vfs, target: &SnapshotTarget, upto: u64, hold: u64) -> Result<u64> {
+    if hold >= upto {
+        return Ok(upto);
+    }
+    let mut segments = reader::list_segments(vfs, &target.wal_dir)?;
+    segments.retain(|s| s.shard == target.shard);
+    // Removable segments: those whose successor starts at or below `upto`.
+    let removable: Vec<_> = segments.windows(2).take_while(|p| p[1].first_seq <= upto).collect();
+    let mut keep_from = upto;
+    let mut kept_bytes = 0u64;
+    for pair in removable.iter().rev() {
+        // Wholly below the hold: not needed.
+        if pair[1].first_seq <= hold {
+            break;
+        }
+        let len = vfs.file_len(&pair[0].path).map_err(|e| WalError::io("stat segment", &pair[0].path, e))?;
+        if kept_bytes + len > target.hold_bytes_max {
+            tracing::warn!(
+                shard = target.shard,
+                hold,
+                kept_bytes,
+                cap = target.hold_bytes_max,
+                "WAL hold cap reached: a replica needing older seqs gets a snapshot"
+            );
+            break;
+        }
+        kept_bytes += len;
+        keep_from = pair[0].first_seq;
+    }
+    Ok(keep_from)
 }

@@ -70,6 +70,11 @@ pub(crate) enum Command {
         from_seq: u64,
         reply: oneshot::Sender<Result<super::set_aside::SetAsideReport>>,
     },
+    /// Replication: replace the shard by a snapshot the leader shipped.
+    InstallSnapshot {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
 }
 
 /// Where a write request's acks go.
@@ -197,6 +202,11 @@ impl ShardWriter {
             Command::SetAside { from_seq, reply } => {
                 let reopen = self.reopen.clone();
                 let _ = reply.send(self.set_aside(from_seq, &reopen));
+                false
+            }
+            Command::InstallSnapshot { bytes, reply } => {
+                let reopen = self.reopen.clone();
+                let _ = reply.send(self.install_snapshot(&bytes, &reopen));
                 false
             }
             Command::Snapshot { reply } => {

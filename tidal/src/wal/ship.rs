@@ -59,6 +59,11 @@ pub fn read_batches(
             let i = segments.partition_point(|s| s.first_seq <= from_seq) - 1;
             match seek(vfs, &segments[i].path, segments[i].first_seq, from_seq)? {
                 Some(cursor) => cursor,
+                // A hole (a replica that installed a snapshot keeps its older segments):
+                // the log resumes above `from_seq`, so a reader needs a snapshot.
+                None if i + 1 < segments.len() => {
+                    return Err(ShipError::Behind { seq: from_seq, oldest: segments[i + 1].first_seq });
+                }
                 None => return Ok((Vec::new(), None)),
             }
         }

@@ -1,0 +1,88 @@
+//! Installing a snapshot a leader shipped: what a replica does when it is behind what the
+//! leader's log still holds.
+//!
+//! The writer thread decodes the bytes with every check a local snapshot gets (both CRCs,
+//! the shard, the pinned parameters), refuses a snapshot that is not ahead of its own log,
+//! writes it durably under its seq, retires every WAL segment of the shard (archived when
+//! archiving is on, else deleted: the snapshot covers all of them), and recovers the shard
+//! from the new snapshot, so the log continues at the snapshot's seq + 1.
+//!
+//! Crash safety: the snapshot is durable before the first segment goes. A crash after it
+//! and before the segments are gone leaves a WAL that ends below the snapshot; recovery
+//! then starts a fresh segment at the snapshot's seq + 1 and retirement removes the old ones
+//! later (see `wal::reader`). The caller sets aside, before installing, any records of its
+//! own the leader never had: an install never drops a divergent tail.
+
+use std::sync::Arc;
+
+use super::set_aside::Reopen;
+use super::snapshot;
+use super::writer::ShardWriter;
+use crate::error::{Error, Result};
+use crate::wal::{WalError, reader};
+
+impl ShardWriter {
+    pub(super) fn install_snapshot(&mut self, bytes: &[u8], reopen: &Arc<Reopen>) -> Result<u64> {
+        if let Some(reason) = &self.failed {
+            return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
+        }
+        let state = snapshot::decode(bytes, self.shard, &reopen.params)
+            .map_err(|e| Error::Snapshot(format!("shard {}: shipped snapshot refused: {e}", self.shard)))?;
+        let seq = state.applied_seq;
+        drop(state);
+        let own_end = self.wal.next_seq().saturating_sub(1);
+        if seq <= own_end {
+            return Err(Error::InvalidRequest(format!(
+                "shard {}: snapshot at seq {seq} is not ahead of the log, which ends at seq {own_end}",
+                self.shard
+            )));
+        }
+        if let Some(job) = self.job.take() {
+            job.wait();
+        }
+        self.wal.sync().map_err(|e| {
+            self.fail(&e);
+            self.failed_error()
+        })?;
+        let paths = &reopen.paths;
+        let vfs = &*reopen.options.vfs;
+        let path = snapshot::write_bytes(vfs, &paths.snapshot_dir, self.shard, seq, bytes)?;
+        let archive = reopen.options.wal_archive.then_some(paths.archive_dir.as_path());
+        let retired = retire_all_segments(vfs, &paths.wal_dir, archive, self.shard)?;
+        self.recover_again(reopen, None, seq + 1)?;
+        self.last_snapshot_seq = seq;
+        tracing::warn!(shard = self.shard, seq, retired, path = %path.display(), "snapshot installed from the leader");
+        Ok(seq)
+    }
+}
+
+/// Moves (to `archive`) or deletes every WAL segment of `shard`; returns how many went.
+fn retire_all_segments(
+    vfs: &dyn crate::wal::vfs::Vfs,
+    wal_dir: &std::path::Path,
+    archive: Option<&std::path::Path>,
+    shard: u32,
+) -> Result<usize> {
+    let segments: Vec<_> =
+        reader::list_segments(vfs, wal_dir)?.into_iter().filter(|s| s.shard == shard).collect();
+    if let Some(archive) = archive {
+        vfs.create_dir_all(archive).map_err(|e| WalError::io("create archive dir", archive, e))?;
+    }
+    for segment in &segments {
+        let path = &segment.path;
+        match archive {
+            Some(dir) => {
+                let name = path.file_name().expect("segment file name");
+                vfs.rename(path, &dir.join(name)).map_err(|e| WalError::io("archive segment", path, e))?;
+            }
+            None => vfs.remove_file(path).map_err(|e| WalError::io("remove segment", path, e))?,
+        }
+    }
+    if !segments.is_empty() {
+        vfs.sync_dir(wal_dir).map_err(|e| WalError::io("sync dir", wal_dir, e))?;
+        if let Some(dir) = archive {
+            vfs.sync_dir(dir).map_err(|e| WalError::io("sync archive dir", dir, e))?;
+        }
+    }
+    Ok(segments.len())
+}

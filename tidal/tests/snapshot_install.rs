@@ -1,0 +1,138 @@
+//! A replica behind what its leader's log holds: the leader's retention (archiving off)
+//! drops covered segments unless a replica holds them, and the replica is brought up to date
+//! by installing the leader's snapshot file, then the log after it. Restarts and a crash
+//! between the snapshot and the retirement of the old segments keep the same state.
+
+use std::path::Path;
+
+use tidal::shard::role::{AckMode, ShardRole};
+use tidal::wal::ship::ShipError;
+use tidal::{Db, Options, Signal, SignalKind};
+
+fn options(node: u32) -> Options {
+    Options {
+        shards: Some(1),
+        node_id: node,
+        created_ms: Some(1_700_000_000_000),
+        wal_archive: false,
+        segment_bytes_max: 4096,
+        snapshot_every_signals: 0,
+        ..Options::default()
+    }
+}
+
+fn signals(from: u32, n: u32) -> Vec<Signal> {
+    (from..from + n)
+        .map(|i| Signal::new(format!("u{}", i % 7), format!("item-{}", i % 50), SignalKind::Like))
+        .collect()
+}
+
+/// Writes `rounds` batches of 40 signals, snapshotting after each round.
+fn write_and_snapshot(db: &Db, from: u32, rounds: u32) {
+    for r in 0..rounds {
+        db.submit_with(signals(from + r * 40, 40), AckMode::Leader).unwrap().wait().unwrap();
+        db.snapshot().unwrap();
+    }
+}
+
+fn ship_all(leader: &Db, follower: &Db, from_seq: u64) {
+    let batches = leader.read_batches(0, from_seq, u64::MAX).unwrap();
+    follower.apply_shipped(0, batches).unwrap();
+}
+
+fn snapshot_bytes(db: &Db) -> (u64, Vec<u8>) {
+    let file = db.latest_snapshot(0).unwrap().expect("a snapshot");
+    let mut bytes = Vec::new();
+    while (bytes.len() as u64) < file.len {
+        bytes.extend(db.read_snapshot(0, file.seq, bytes.len() as u64, 1000).unwrap());
+    }
+    (file.seq, bytes)
+}
+
+#[test]
+fn a_replica_behind_retention_installs_the_leaders_snapshot_and_continues() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    leader.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    follower.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+    write_and_snapshot(&leader, 0, 2);
+    ship_all(&leader, &follower, 1);
+    assert_eq!(follower.digests(), leader.digests());
+
+    // The follower is away; retention drops what snapshots cover.
+    write_and_snapshot(&leader, 1000, 30);
+    let err = leader.read_batches(0, 81, u64::MAX).unwrap_err();
+    assert!(matches!(err, ShipError::Behind { seq: 81, .. }), "{err}");
+
+    let (seq, bytes) = snapshot_bytes(&leader);
+    assert!(seq > 80);
+    // A damaged byte is refused and changes nothing.
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    assert!(follower.install_snapshot(0, bad).is_err());
+    assert_eq!(follower.position(0).unwrap().applied_seq, 80);
+    assert_eq!(follower.install_snapshot(0, bytes.clone()).unwrap(), seq);
+    assert_eq!(follower.position(0).unwrap().applied_seq, seq);
+    // Not ahead of the log any more: refused.
+    assert!(follower.install_snapshot(0, bytes).is_err());
+
+    // The log after the snapshot follows; the states agree, and survive a restart.
+    leader.submit_with(signals(5000, 40), AckMode::Leader).unwrap().wait().unwrap();
+    ship_all(&leader, &follower, seq + 1);
+    assert_eq!(follower.digests(), leader.digests());
+    let digests = follower.digests();
+    follower.close().unwrap();
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    assert_eq!(follower.digests(), digests);
+    assert_eq!(follower.position(0).unwrap().applied_seq, leader.position(0).unwrap().applied_seq);
+}
+
+#[test]
+fn a_crash_after_the_snapshot_and_before_the_old_segments_go_recovers_the_snapshot() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    write_and_snapshot(&leader, 0, 20);
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    follower.write_batch(signals(0, 40)).unwrap();
+    follower.close().unwrap();
+    let (seq, bytes) = snapshot_bytes(&leader);
+    // What a crash leaves after the install's first durable step: the snapshot, and the
+    // old log still below it.
+    std::fs::write(b.path().join("snapshots").join(tidal::shard::snapshot::file_name(0, seq)), &bytes)
+        .unwrap();
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    assert_eq!(follower.position(0).unwrap().applied_seq, seq);
+    assert_eq!(follower.digests(), leader.digests());
+    follower.write_batch(signals(9000, 5)).unwrap();
+    assert_eq!(follower.position(0).unwrap().applied_seq, seq + 5);
+}
+
+fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("wal")).unwrap().count()
+}
+
+#[test]
+fn a_hold_keeps_segments_a_replica_needs_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(1)).unwrap();
+    db.hold_log(0, 1).unwrap();
+    write_and_snapshot(&db, 0, 30);
+    // Held: the whole log is still readable.
+    assert!(!db.read_batches(0, 1, 100).unwrap().is_empty());
+    let held = segments(dir.path());
+    db.hold_log(0, u64::MAX).unwrap();
+    write_and_snapshot(&db, 2000, 2);
+    assert!(segments(dir.path()) < held, "released: covered segments go");
+    assert!(matches!(db.read_batches(0, 1, 100), Err(ShipError::Behind { .. })));
+    db.close().unwrap();
+
+    // A cap of one segment's worth keeps only the newest covered segments.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Options { wal_hold_bytes_max: 5000, ..options(1) }).unwrap();
+    db.hold_log(0, 1).unwrap();
+    write_and_snapshot(&db, 0, 30);
+    assert!(matches!(db.read_batches(0, 1, 100), Err(ShipError::Behind { .. })));
+    assert!(segments(dir.path()) < held);
+}
