@@ -71,12 +71,12 @@ fn a_replica_behind_retention_installs_the_leaders_snapshot_and_continues() {
     let mut bad = bytes.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
-    assert!(follower.install_snapshot(0, bad).is_err());
+    assert!(follower.install_snapshot(0, bad, 80).is_err());
     assert_eq!(follower.position(0).unwrap().applied_seq, 80);
-    assert_eq!(follower.install_snapshot(0, bytes.clone()).unwrap(), seq);
+    assert_eq!(follower.install_snapshot(0, bytes.clone(), 80).unwrap().0, seq);
     assert_eq!(follower.position(0).unwrap().applied_seq, seq);
     // Not ahead of the log any more: refused.
-    assert!(follower.install_snapshot(0, bytes).is_err());
+    assert!(follower.install_snapshot(0, bytes, seq).is_err());
 
     // The log after the snapshot follows; the states agree, and survive a restart.
     leader.submit_with(signals(5000, 40), AckMode::Leader).unwrap().wait().unwrap();
@@ -135,4 +135,21 @@ fn a_hold_keeps_segments_a_replica_needs_up_to_the_cap() {
     write_and_snapshot(&db, 0, 30);
     assert!(matches!(db.read_batches(0, 1, 100), Err(ShipError::Behind { .. })));
     assert!(segments(dir.path()) < held);
+}
+
+#[test]
+fn an_install_sets_the_own_records_the_leader_never_had_aside() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    write_and_snapshot(&leader, 0, 20);
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    // 45 records of its own; the first 5 count as shared, the 40 after them diverged.
+    follower.write_batch(signals(7000, 5)).unwrap();
+    follower.write_batch(signals(7005, 40)).unwrap();
+    let (seq, bytes) = snapshot_bytes(&leader);
+    let (installed, aside) = follower.install_snapshot(0, bytes, 5).unwrap();
+    assert_eq!((installed, aside.records, aside.batches), (seq, 40, 1));
+    let file = aside.file.expect("a divergent file");
+    assert!(file.starts_with(b.path().join("divergent")) && file.exists());
+    assert_eq!(follower.digests(), leader.digests());
 }

@@ -144,12 +144,19 @@ impl Db {
 
     /// Replaces `shard`'s state and log by a snapshot another replica shipped (the exact
     /// bytes of its snapshot file), verified as a local snapshot is; the log continues at
-    /// the snapshot's seq + 1. Returns that seq. Refused when the snapshot is not ahead of
-    /// the own log: set a divergent tail aside first.
-    pub fn install_snapshot(&self, shard: u32, bytes: Vec<u8>) -> Result<u64> {
+    /// the snapshot's seq + 1. The own records after `keep_through` (where the own log and
+    /// the sender's part) are set aside first, in whole batches. Returns the snapshot's seq
+    /// and what was set aside. Refused when the snapshot is not ahead of the log kept.
+    pub fn install_snapshot(
+        &self,
+        shard: u32,
+        bytes: Vec<u8>,
+        keep_through: u64,
+    ) -> Result<(u64, SetAsideReport)> {
         let handle = self.shard_handle(shard)?;
         let (reply, rx) = oneshot::channel();
-        handle.tx.send(Command::InstallSnapshot { bytes, reply }).map_err(|_| Error::Closed)?;
+        let command = Command::InstallSnapshot { bytes, keep_through, reply };
+        handle.tx.send(command).map_err(|_| Error::Closed)?;
         block_on(rx).map_err(|_| Error::Closed)?
     }
 

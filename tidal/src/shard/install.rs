@@ -10,19 +10,28 @@
 //! Crash safety: the snapshot is durable before the first segment goes. A crash after it
 //! and before the segments are gone leaves a WAL that ends below the snapshot; recovery
 //! then starts a fresh segment at the snapshot's seq + 1 and retirement removes the old ones
-//! later (see `wal::reader`). The caller sets aside, before installing, any records of its
-//! own the leader never had: an install never drops a divergent tail.
+//! later (see `wal::reader`). Records of its own after the point where its log and the
+//! leader's part (`keep_through`) are first copied to `divergent/`, as a set-aside does: an
+//! install never drops a divergent tail.
 
 use std::sync::Arc;
 
-use super::set_aside::Reopen;
+use super::set_aside::{Reopen, SetAsideReport};
 use super::snapshot;
 use super::writer::ShardWriter;
 use crate::error::{Error, Result};
-use crate::wal::{WalError, reader};
+use crate::wal::{Repair, WalError, reader};
 
 impl ShardWriter {
-    pub(super) fn install_snapshot(&mut self, bytes: &[u8], reopen: &Arc<Reopen>) -> Result<u64> {
+    /// Installs `bytes` (a snapshot file); the own records after `keep_through` (never the
+    /// leader's) are set aside first, whole batches. Returns the snapshot's seq and what
+    /// was set aside.
+    pub(super) fn install_snapshot(
+        &mut self,
+        bytes: &[u8],
+        keep_through: u64,
+        reopen: &Arc<Reopen>,
+    ) -> Result<(u64, SetAsideReport)> {
         if let Some(reason) = &self.failed {
             return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
         }
@@ -31,10 +40,11 @@ impl ShardWriter {
         let seq = state.applied_seq;
         drop(state);
         let own_end = self.wal.next_seq().saturating_sub(1);
-        if seq <= own_end {
+        if seq <= keep_through.min(own_end) {
             return Err(Error::InvalidRequest(format!(
-                "shard {}: snapshot at seq {seq} is not ahead of the log, which ends at seq {own_end}",
-                self.shard
+                "shard {}: snapshot at seq {seq} is not ahead of the log kept, which ends at seq {}",
+                self.shard,
+                keep_through.min(own_end)
             )));
         }
         if let Some(job) = self.job.take() {
@@ -44,6 +54,18 @@ impl ShardWriter {
             self.fail(&e);
             self.failed_error()
         })?;
+        let mut report = SetAsideReport {
+            shard: self.shard,
+            from_seq: keep_through + 1,
+            batches: 0,
+            records: 0,
+            bytes: 0,
+            file: None,
+        };
+        if own_end > keep_through {
+            let divergent = self.divergent_batches(reopen, keep_through + 1)?;
+            report.file = Some(self.save_divergent(reopen, keep_through + 1, &divergent, &mut report)?);
+        }
         let paths = &reopen.paths;
         let vfs = &*reopen.options.vfs;
         let path = snapshot::write_bytes(vfs, &paths.snapshot_dir, self.shard, seq, bytes)?;
@@ -51,8 +73,26 @@ impl ShardWriter {
         let retired = retire_all_segments(vfs, &paths.wal_dir, archive, self.shard)?;
         self.recover_again(reopen, None, seq + 1)?;
         self.last_snapshot_seq = seq;
-        tracing::warn!(shard = self.shard, seq, retired, path = %path.display(), "snapshot installed from the leader");
-        Ok(seq)
+        tracing::warn!(shard = self.shard, seq, retired, set_aside = report.records, path = %path.display(), "snapshot installed from the leader");
+        Ok((seq, report))
+    }
+
+    /// The exact bytes of every batch that holds a record from `from_seq` on.
+    fn divergent_batches(&self, reopen: &Reopen, from_seq: u64) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let vfs = &*reopen.options.vfs;
+        reader::scan_shard::<Error>(
+            vfs,
+            &reopen.paths.wal_dir,
+            self.shard,
+            from_seq,
+            Repair::ReadOnly,
+            |h, p| {
+                out.push([h.encode(), p.to_vec()].concat());
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 }
 

@@ -85,7 +85,7 @@ impl ShardWriter {
         self.failed_error()
     }
 
-    fn save_divergent(
+    pub(super) fn save_divergent(
         &self,
         reopen: &Reopen,
         from_seq: u64,

@@ -73,7 +73,8 @@ pub(crate) enum Command {
     /// Replication: replace the shard by a snapshot the leader shipped.
     InstallSnapshot {
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<u64>>,
+        keep_through: u64,
+        reply: oneshot::Sender<Result<(u64, super::set_aside::SetAsideReport)>>,
     },
 }
 
@@ -204,9 +205,9 @@ impl ShardWriter {
                 let _ = reply.send(self.set_aside(from_seq, &reopen));
                 false
             }
-            Command::InstallSnapshot { bytes, reply } => {
+            Command::InstallSnapshot { bytes, keep_through, reply } => {
                 let reopen = self.reopen.clone();
-                let _ = reply.send(self.install_snapshot(&bytes, &reopen));
+                let _ = reply.send(self.install_snapshot(&bytes, keep_through, &reopen));
                 false
             }
             Command::Snapshot { reply } => {
