@@ -11,6 +11,7 @@
 
 mod epoch_file;
 mod runtime;
+mod staging;
 mod status;
 
 use std::path::PathBuf;

@@ -8,11 +8,12 @@ use tidal::shard::role::{DurableEvent, ShardRole};
 use tidal::wal::ship::ShipError;
 
 use super::epoch_file::{self, EpochRecord};
+use super::staging::Staging;
 use super::status::{FollowerStatus, ShardStatus};
 use super::{NodeConfig, NodeError, ShardPlacement};
 use crate::log::EpochHistory;
 use crate::protocol::replica::{Replica, Role};
-use crate::protocol::{Action, BatchSource, Message, Refusal, SourceError};
+use crate::protocol::{Action, BatchSource, Message, Refusal, SnapshotMeta, SourceError};
 use crate::transport::{NodeId, Transport};
 
 /// Leader-side record of when each seq became durable, for lag in bytes and time.
@@ -31,6 +32,16 @@ impl BatchSource for DbSource<'_> {
             other => SourceError::Io(other.to_string()),
         })
     }
+
+    fn latest_snapshot(&self) -> Result<Option<SnapshotMeta>, SourceError> {
+        let file = self.db.latest_snapshot(self.shard).map_err(|e| SourceError::Io(e.to_string()))?;
+        Ok(file.map(|f| SnapshotMeta { seq: f.seq, len: f.len }))
+    }
+
+    fn read_snapshot(&self, seq: u64, offset: u64, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+        let len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        self.db.read_snapshot(self.shard, seq, offset, len).map_err(|e| SourceError::Io(e.to_string()))
+    }
 }
 
 pub(super) struct ShardRuntime {
@@ -48,6 +59,10 @@ pub(super) struct ShardRuntime {
     failed: Option<String>,
     /// Records moved to `divergent/` so far.
     set_aside_records: u64,
+    /// A snapshot from the leader being received.
+    staging: Staging,
+    /// The oldest seq a follower still needs, as last told to the store's retention.
+    hold: u64,
 }
 
 impl ShardRuntime {
@@ -93,6 +108,8 @@ impl ShardRuntime {
             marks: VecDeque::new(),
             failed: None,
             set_aside_records: 0,
+            staging: Staging::new(&cfg.state_dir, shard),
+            hold: u64::MAX,
         })
     }
 
@@ -122,6 +139,19 @@ impl ShardRuntime {
         }
         let actions = self.replica.tick(now_ms, &DbSource { db, shard: self.shard });
         self.execute(db, transport, actions);
+        self.update_hold(db);
+    }
+
+    /// A leader keeps the WAL its followers still need (within the store's cap), so a
+    /// follower that was away briefly catches up from the log, not by a snapshot.
+    fn update_hold(&mut self, db: &Db) {
+        let hold = match self.replica.role() {
+            Role::Leader(l) => l.peers().values().map(|p| p.durable + 1).min().unwrap_or(u64::MAX),
+            Role::Follower(_) => u64::MAX,
+        };
+        if hold != self.hold && db.hold_log(self.shard, hold).is_ok() {
+            self.hold = hold;
+        }
     }
 
     /// The store's writer fsynced through `event.seq`: a serving leader ships it.
@@ -235,8 +265,24 @@ impl ShardRuntime {
                 self.store()?;
                 tracing::info!(shard = self.shard, epoch, "stepped down");
             }
-            Action::InstallSnapshot { to } => {
-                tracing::warn!(shard = self.shard, %to, "follower is behind the log's retention: needs a snapshot install");
+            Action::SnapshotBegin { seq, len } => self.staging.begin(seq, len)?,
+            Action::SnapshotWrite { offset, bytes } => self.staging.write(offset, &bytes)?,
+            Action::SnapshotInstall { seq, keep_through } => {
+                let bytes = self.staging.finish(seq)?;
+                let (installed, aside) = db
+                    .install_snapshot(self.shard, bytes, keep_through)
+                    .map_err(|e| format!("install the leader's snapshot through seq {seq}: {e}"))?;
+                if installed != seq {
+                    return Err(format!("the staged snapshot covers seq {installed}, not {seq}"));
+                }
+                self.set_aside_records += aside.records;
+                self.persist_history()?;
+                tracing::warn!(
+                    shard = self.shard,
+                    seq,
+                    set_aside = aside.records,
+                    "installed the leader's snapshot"
+                );
             }
         }
         Ok(())
@@ -337,11 +383,19 @@ impl ShardRuntime {
 /// is not missed). Returns it with the log's last seq.
 fn rebuild_history(db: &Db, shard: u32, record: &EpochRecord) -> Result<(EpochHistory, u64), NodeError> {
     let from = record.history.last().map_or(1, |&(_, start)| start);
-    let (scanned, end) =
+    let (scanned, scanned_end) =
         db.scan_epochs(shard, from).map_err(|e| NodeError::Refused(format!("scan shard {shard}: {e}")))?;
+    // A replica that installed a snapshot holds no records up to it: the store's applied
+    // seq (everything durable at open) is its end.
+    let applied = db.position(shard).map(|p| p.applied_seq).unwrap_or(0);
+    let end = scanned_end.max(applied);
     let mut starts: Vec<(u64, u64)> =
-        record.history.iter().copied().filter(|&(_, start)| start < from && start <= end).collect();
-    starts.extend(scanned.into_iter().filter(|&(epoch, _)| epoch > 0));
+        record.history.iter().copied().filter(|&(_, start)| start <= from && start <= end).collect();
+    for (epoch, start) in scanned {
+        if epoch > 0 && starts.last().is_none_or(|&(last, _)| last < epoch) {
+            starts.push((epoch, start));
+        }
+    }
     let history = EpochHistory::from_starts(starts.clone())
         .ok_or_else(|| NodeError::Refused(format!("shard {shard}: inconsistent epoch history {starts:?}")))?;
     Ok((history, end))

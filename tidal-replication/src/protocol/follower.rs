@@ -29,6 +29,8 @@ pub struct Follower {
     history: EpochHistory,
     end: u64,
     durable: u64,
+    /// A snapshot being received: (seq, len, bytes staged).
+    receiving: Option<(u64, u64, u64)>,
     stats: ProtocolStats,
 }
 
@@ -37,7 +39,16 @@ impl Follower {
     /// `history`, and which last answered `leader` in `epoch`.
     pub fn new(shard: u32, epoch: u64, leader: Option<NodeId>, history: EpochHistory, end: u64) -> Follower {
         let epoch = epoch.max(history.last_epoch());
-        Follower { shard, epoch, leader, history, end, durable: end, stats: ProtocolStats::default() }
+        Follower {
+            shard,
+            epoch,
+            leader,
+            history,
+            end,
+            durable: end,
+            receiving: None,
+            stats: ProtocolStats::default(),
+        }
     }
 
     pub fn shard(&self) -> u32 {
@@ -88,11 +99,17 @@ impl Follower {
                     out.push(Action::SendBatches { to: from, epoch, from_seq, max_bytes });
                 }
             }
+            Message::SnapshotChunk { epoch, seq, len, history, offset, bytes, .. } => {
+                if self.admit(from, epoch, &mut out) {
+                    self.snapshot_chunk(from, (seq, len, history), offset, bytes, &mut out);
+                }
+            }
             // Answers meant for a leader; a follower has nothing to do with them.
             Message::Position { .. }
             | Message::Ack { .. }
             | Message::Refused { .. }
-            | Message::Fetched { .. } => {}
+            | Message::Fetched { .. }
+            | Message::SnapshotAck { .. } => {}
         }
         out
     }
@@ -209,6 +226,73 @@ impl Follower {
         self.stats.batches_appended += 1;
         out.push(Action::Append(bytes));
         Ok((last, true))
+    }
+}
+
+/// A snapshot's identity as shipped: its seq, its length, the leader's history through it.
+type SnapshotId = (u64, u64, Vec<(u64, u64)>);
+
+impl Follower {
+    /// One chunk of a snapshot the leader streams because this log is behind its own. Chunks
+    /// are taken in order only (the staged copy grows contiguously); the ack says how much
+    /// is staged, so the leader resends what was lost. A whole snapshot is installed at
+    /// once: the own records after the point where this log and the leader's part are set
+    /// aside first, then the log continues at the snapshot's seq + 1.
+    fn snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        id: SnapshotId,
+        offset: u64,
+        bytes: Vec<u8>,
+        out: &mut Vec<Action>,
+    ) {
+        let (seq, len, history) = id;
+        let Some(history) = EpochHistory::from_starts(history)
+            .filter(|h| h.last_epoch() <= self.epoch && h.starts().iter().all(|&(_, s)| s <= seq))
+        else {
+            return self.refuse(from, Refusal::BadBatch, out);
+        };
+        // At or past it on the same history already: nothing to install.
+        if seq <= self.end && self.history.epoch_at(seq) == history.epoch_at(seq) {
+            return self.snapshot_ack(from, seq, len, true, out);
+        }
+        if self.receiving.is_none_or(|(s, l, _)| (s, l) != (seq, len)) {
+            if offset != 0 {
+                return self.snapshot_ack(from, seq, 0, false, out);
+            }
+            out.push(Action::SnapshotBegin { seq, len });
+            self.receiving = Some((seq, len, 0));
+        }
+        let (_, _, staged) = self.receiving.expect("receiving");
+        if offset == staged && !bytes.is_empty() {
+            if offset + bytes.len() as u64 > len {
+                self.receiving = None;
+                return self.refuse(from, Refusal::BadBatch, out);
+            }
+            self.receiving = Some((seq, len, staged + bytes.len() as u64));
+            out.push(Action::SnapshotWrite { offset, bytes });
+        }
+        let (_, _, staged) = self.receiving.expect("receiving");
+        if staged < len {
+            return self.snapshot_ack(from, seq, staged, false, out);
+        }
+        self.receiving = None;
+        let keep_through = crate::log::match_point(&self.history, self.end, &history, seq);
+        if keep_through < self.end {
+            self.stats.set_asides += 1;
+        }
+        out.push(Action::SnapshotInstall { seq, keep_through });
+        self.stats.snapshot_installs += 1;
+        self.history = history;
+        self.history.truncate_after(seq);
+        self.end = seq;
+        self.durable = seq;
+        self.snapshot_ack(from, seq, len, true, out);
+    }
+
+    fn snapshot_ack(&mut self, to: NodeId, seq: u64, received: u64, installed: bool, out: &mut Vec<Action>) {
+        let message = Message::SnapshotAck { shard: self.shard, epoch: self.epoch, seq, received, installed };
+        out.push(self.send(to, message));
     }
 }
 

@@ -20,6 +20,7 @@ use tidal::wal::{BatchHeader, decode_batch};
 
 use super::message::{Message, Refusal};
 use super::{Action, BatchSource, ProtocolStats, SourceError};
+use crate::log::LogPos as Pos;
 use crate::log::{EpochHistory, LogPos, match_point};
 use crate::transport::NodeId;
 
@@ -71,8 +72,25 @@ pub struct Peer {
     pub last_heard_ms: Option<u64>,
     /// Position and history from its last answer to a probe.
     pub position: Option<(LogPos, EpochHistory)>,
-    /// Waiting for a snapshot install: not shipped to.
+    /// Behind what the log holds: gets a snapshot, not batches.
     pub needs_snapshot: bool,
+    /// The snapshot install in progress, if any (see `leader_install.rs`).
+    pub install: Option<Install>,
+    /// It does not host the shard: not shipped to until it answers a probe.
+    pub unknown_shard: bool,
+    /// The follower log end a `Gap` refusal last rewound shipping to.
+    rewound_to: Option<u64>,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Install {
+    /// The last seq the snapshot covers, and its size.
+    pub seq: u64,
+    pub len: u64,
+    /// Bytes sent, and bytes the follower said it holds.
+    pub sent: u64,
+    pub acked: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +213,7 @@ impl Leader {
                 peer.next = peer.durable + 1;
             }
         }
+        self.tick_installs(now_ms, log, &mut out);
         // A fetch whose answer was lost: ask again after a fresh probe.
         if let Phase::Recovering { since_ms, fetching: Some(id) } = self.phase
             && now_ms.saturating_sub(self.fetch_sent_ms) >= rto
@@ -236,12 +255,20 @@ impl Leader {
                 peer.next = peer.next.max(peer.durable + 1);
                 self.advance_commit(&mut out);
             }
-            Message::Refused { epoch, reason, .. } => self.on_refused(from, epoch, reason, now_ms, &mut out),
+            Message::Refused { epoch, reason, end, .. } => {
+                self.on_refused(from, epoch, reason, end, now_ms, &mut out)
+            }
+            Message::SnapshotAck { epoch, seq, received, installed, .. } if epoch == self.epoch => {
+                self.on_snapshot_ack(from, seq, received, installed, &mut out);
+            }
             Message::Fetched { epoch, from_seq, batches, .. } if epoch == self.epoch => {
                 self.on_fetched(from, from_seq, batches, now_ms, &mut out);
             }
             // Another node claims to lead this epoch or an older one: tell it it is deposed.
-            Message::Probe { .. } | Message::Append { .. } | Message::Fetch { .. } => {
+            Message::Probe { .. }
+            | Message::Append { .. }
+            | Message::Fetch { .. }
+            | Message::SnapshotChunk { .. } => {
                 let end = self.history.pos(self.end);
                 let refused = Message::Refused {
                     shard: self.cfg.shard,
@@ -266,7 +293,15 @@ impl Leader {
         false
     }
 
-    fn on_refused(&mut self, from: NodeId, epoch: u64, reason: Refusal, now_ms: u64, out: &mut Vec<Action>) {
+    fn on_refused(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        reason: Refusal,
+        end: Pos,
+        now_ms: u64,
+        out: &mut Vec<Action>,
+    ) {
         self.stats.refuse(reason);
         match reason {
             // Another leader holds this epoch or a newer one exists: we are deposed.
@@ -275,10 +310,30 @@ impl Leader {
             }
             Refusal::StaleEpoch => {}
             Refusal::UnknownShard => {
-                self.peers.get_mut(&from).expect("peer").needs_snapshot = true;
+                self.peers.get_mut(&from).expect("peer").unknown_shard = true;
             }
+            Refusal::Gap if epoch == self.epoch && self.rewind(from, end) => {}
             Refusal::Gap | Refusal::Mismatch | Refusal::BadBatch => self.probe(from, now_ms, out),
         }
+    }
+
+    /// A `Gap` from a follower whose log end lies on this leader's log (a restarted follower
+    /// sent appends from a stale position): ship again from its end, without a probe. The
+    /// other refusals of appends sent before this rewind carry the same end and are ignored,
+    /// so a window of stale appends costs one rewind, not a probe each.
+    fn rewind(&mut self, from: NodeId, end: Pos) -> bool {
+        let on_our_log = end.seq <= self.end && self.history.epoch_at(end.seq) == end.epoch;
+        let serving = self.is_serving();
+        let peer = self.peers.get_mut(&from).expect("peer");
+        if !serving || !peer.streaming || !on_our_log || end.seq < peer.durable {
+            return false;
+        }
+        if peer.rewound_to != Some(end.seq) {
+            peer.rewound_to = Some(end.seq);
+            peer.next = end.seq + 1;
+            self.stats.retransmits += 1;
+        }
+        true
     }
 
     fn on_position(
@@ -297,12 +352,18 @@ impl Leader {
         let peer = self.peers.get_mut(&from).expect("peer");
         peer.position = Some((end, history.clone()));
         peer.durable = durable.min(end.seq);
+        peer.unknown_shard = false;
         if self.is_serving() {
             let mp = match_point(&self.history, self.end, &history, end.seq);
             let peer = self.peers.get_mut(&from).expect("peer");
             peer.durable = peer.durable.min(mp);
             peer.next = mp + 1;
             peer.streaming = true;
+            // Already at or past the snapshot it was being sent (its ack was lost).
+            if peer.install.as_ref().is_some_and(|i| mp >= i.seq) {
+                peer.install = None;
+                peer.needs_snapshot = false;
+            }
             return;
         }
         self.recover_step(now_ms, out);
@@ -429,6 +490,7 @@ impl Leader {
     fn probe(&mut self, to: NodeId, now_ms: u64, out: &mut Vec<Action>) {
         let peer = self.peers.get_mut(&to).expect("peer");
         peer.streaming = false;
+        peer.rewound_to = None;
         peer.last_sent_ms = now_ms;
         out.push(Action::Send { to, message: Message::Probe { shard: self.cfg.shard, epoch: self.epoch } });
     }
@@ -455,7 +517,11 @@ impl Leader {
         }
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
-            while self.ship_one(id, now_ms, log, out) {}
+            if self.peers[&id].install.is_some() {
+                self.send_snapshot(id, now_ms, log, out);
+            } else {
+                while self.ship_one(id, now_ms, log, out) {}
+            }
         }
     }
 
@@ -466,6 +532,7 @@ impl Leader {
         let peer = self.peers.get(&id).expect("peer");
         if !peer.streaming
             || peer.needs_snapshot
+            || peer.unknown_shard
             || peer.next > durable
             || peer.next - 1 - peer.durable >= window
         {
@@ -475,10 +542,8 @@ impl Leader {
         let batches = match log.read_from(peer.next, self.cfg.message_bytes) {
             Ok(batches) if !batches.is_empty() => batches,
             Ok(_) | Err(SourceError::Io(_)) => return false,
-            Err(SourceError::Behind { .. }) => {
-                self.stats.snapshot_installs += 1;
-                self.peers.get_mut(&id).expect("peer").needs_snapshot = true;
-                out.push(Action::InstallSnapshot { to: id });
+            Err(SourceError::Behind { oldest, .. }) => {
+                self.start_install(id, oldest, now_ms, log, out);
                 return false;
             }
         };
@@ -510,16 +575,10 @@ impl Leader {
         });
         true
     }
-
-    /// A snapshot up to `seq` was installed on `id`: ship from there.
-    pub fn on_snapshot_installed(&mut self, id: NodeId, seq: u64) {
-        if let Some(peer) = self.peers.get_mut(&id) {
-            peer.needs_snapshot = false;
-            peer.durable = seq;
-            peer.next = seq + 1;
-        }
-    }
 }
+
+#[path = "leader_install.rs"]
+mod install;
 
 #[cfg(test)]
 #[path = "leader_tests.rs"]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::log::LogPos;
 
 /// Version of the message set; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: snapshot installs (`SnapshotChunk`, `SnapshotAck`).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest encoded message a peer accepts (bounds the memory one message may take).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -61,6 +62,21 @@ pub enum Message {
     Fetch { shard: u32, epoch: u64, from_seq: u64, max_bytes: u64 },
     /// Replica -> recovering leader: batches from the requested seq (empty: none beyond).
     Fetched { shard: u32, epoch: u64, from_seq: u64, batches: Vec<Vec<u8>> },
+    /// Leader -> a follower its log no longer serves: `bytes` at `offset` of the leader's
+    /// snapshot file that covers through `seq` (`len` bytes in all), with the epoch history
+    /// of the log through `seq`.
+    SnapshotChunk {
+        shard: u32,
+        epoch: u64,
+        seq: u64,
+        len: u64,
+        history: Vec<(u64, u64)>,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Follower -> leader: of the snapshot through `seq` it holds the first `received`
+    /// bytes; `installed` once it replaced its state and log with it.
+    SnapshotAck { shard: u32, epoch: u64, seq: u64, received: u64, installed: bool },
 }
 
 impl Message {
@@ -72,7 +88,9 @@ impl Message {
             | Message::Ack { shard, .. }
             | Message::Refused { shard, .. }
             | Message::Fetch { shard, .. }
-            | Message::Fetched { shard, .. } => *shard,
+            | Message::Fetched { shard, .. }
+            | Message::SnapshotChunk { shard, .. }
+            | Message::SnapshotAck { shard, .. } => *shard,
         }
     }
 
@@ -84,7 +102,9 @@ impl Message {
             | Message::Ack { epoch, .. }
             | Message::Refused { epoch, .. }
             | Message::Fetch { epoch, .. }
-            | Message::Fetched { epoch, .. } => *epoch,
+            | Message::Fetched { epoch, .. }
+            | Message::SnapshotChunk { epoch, .. }
+            | Message::SnapshotAck { epoch, .. } => *epoch,
         }
     }
 
@@ -98,6 +118,8 @@ impl Message {
             Message::Refused { .. } => "refused",
             Message::Fetch { .. } => "fetch",
             Message::Fetched { .. } => "fetched",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
+            Message::SnapshotAck { .. } => "snapshot_ack",
         }
     }
 
@@ -161,6 +183,16 @@ mod tests {
             Message::Refused { shard: 1, epoch: 4, reason: Refusal::StaleEpoch, end: pos },
             Message::Fetch { shard: 1, epoch: 3, from_seq: 41, max_bytes: 1 << 20 },
             Message::Fetched { shard: 1, epoch: 3, from_seq: 41, batches: vec![vec![9; 70]] },
+            Message::SnapshotChunk {
+                shard: 1,
+                epoch: 3,
+                seq: 900,
+                len: 5000,
+                history: vec![(1, 1), (3, 30)],
+                offset: 1024,
+                bytes: vec![7; 300],
+            },
+            Message::SnapshotAck { shard: 1, epoch: 3, seq: 900, received: 1324, installed: false },
         ]
     }
 

@@ -53,8 +53,23 @@ pub enum Action {
     /// get no ack. The runtime syncs its WAL and records durably that it no longer leads,
     /// so a restart comes back as a follower.
     StepDown { epoch: u64 },
-    /// `to` needs seqs the leader's log no longer holds: install a snapshot on it.
-    InstallSnapshot { to: NodeId },
+    /// Follower: a snapshot (through `seq`, `len` bytes) is coming; stage it from empty.
+    SnapshotBegin { seq: u64, len: u64 },
+    /// Follower: append these bytes (at `offset`, the staged length so far) to the staged
+    /// snapshot.
+    SnapshotWrite { offset: u64, bytes: Vec<u8> },
+    /// Follower: the staged snapshot is whole. Set aside the own records after
+    /// `keep_through` (the leader never had them), then replace the shard's state and log by
+    /// the snapshot (verified as a local snapshot is); the log continues at `seq + 1`.
+    SnapshotInstall { seq: u64, keep_through: u64 },
+}
+
+/// A snapshot file the leader can ship (see [`BatchSource::latest_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The last seq it covers.
+    pub seq: u64,
+    pub len: u64,
 }
 
 /// Why a [`BatchSource`] cannot serve a read.
@@ -73,6 +88,19 @@ pub trait BatchSource {
     /// `max_bytes` in all but at least one if the log holds `from_seq`; empty if the log
     /// ends before `from_seq`.
     fn read_from(&self, from_seq: u64, max_bytes: u64) -> Result<Vec<Vec<u8>>, SourceError>;
+
+    /// The newest snapshot of the shard, if the store has one (a log that retires segments
+    /// always has one covering up to where the log begins).
+    fn latest_snapshot(&self) -> Result<Option<SnapshotMeta>, SourceError> {
+        Ok(None)
+    }
+
+    /// Up to `max_bytes` of the snapshot through `seq` from `offset`; an error when that
+    /// snapshot is gone (a newer one replaced it).
+    fn read_snapshot(&self, seq: u64, offset: u64, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+        let _ = (offset, max_bytes);
+        Err(SourceError::Io(format!("no snapshot through seq {seq}")))
+    }
 }
 
 /// Counters a protocol machine keeps (exported as metrics by the runtime).
@@ -84,7 +112,9 @@ pub struct ProtocolStats {
     pub bytes_shipped: u64,
     pub set_asides: u64,
     pub fetched_batches: u64,
+    /// Leader: installs started; follower: snapshots installed.
     pub snapshot_installs: u64,
+    pub snapshot_bytes_shipped: u64,
     pub retransmits: u64,
     /// Refusals sent (follower) or received (leader), by reason.
     pub refused: std::collections::BTreeMap<&'static str, u64>,
@@ -96,5 +126,7 @@ impl ProtocolStats {
     }
 }
 
+#[cfg(test)]
+mod install_tests;
 #[cfg(test)]
 pub(crate) mod test_batches;

@@ -262,8 +262,10 @@ impl SimNode {
                     self.serving = false;
                     effects.stepped_down = true;
                 }
-                Action::InstallSnapshot { to } => {
-                    panic!("{}: snapshot install for {to}: the sim keeps all", self.id)
+                Action::SnapshotBegin { .. }
+                | Action::SnapshotWrite { .. }
+                | Action::SnapshotInstall { .. } => {
+                    panic!("{}: a snapshot install, but the simulated logs keep everything", self.id)
                 }
             }
         }

@@ -77,21 +77,26 @@ impl ShardWriter {
         Ok((seq, report))
     }
 
-    /// The exact bytes of every batch that holds a record from `from_seq` on.
+    /// The exact bytes of every batch that holds a record from `from_seq` on, in the
+    /// archive (segments the own snapshots covered) and the WAL.
     fn divergent_batches(&self, reopen: &Reopen, from_seq: u64) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Vec<u8>> = Vec::new();
         let vfs = &*reopen.options.vfs;
-        reader::scan_shard::<Error>(
-            vfs,
-            &reopen.paths.wal_dir,
-            self.shard,
-            from_seq,
-            Repair::ReadOnly,
-            |h, p| {
-                out.push([h.encode(), p.to_vec()].concat());
+        let mut last = 0u64;
+        for dir in [&reopen.paths.archive_dir, &reopen.paths.wal_dir] {
+            let segments = reader::list_segments(vfs, dir)?;
+            let Some(first) = segments.iter().find(|s| s.shard == self.shard).map(|s| s.first_seq) else {
+                continue;
+            };
+            let from = from_seq.max(first);
+            reader::scan_shard::<Error>(vfs, dir, self.shard, from, Repair::ReadOnly, |h, p| {
+                if h.first_seq > last {
+                    last = h.next_seq() - 1;
+                    out.push([h.encode(), p.to_vec()].concat());
+                }
                 Ok(())
-            },
-        )?;
+            })?;
+        }
         Ok(out)
     }
 }
