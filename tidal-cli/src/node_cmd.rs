@@ -135,7 +135,8 @@ fn metrics_text(node: &ReplicationNode, transport: &StatsHandle) -> String {
             ("duplicate_batches_total", st.batches_duplicate),
             ("fetched_batches_total", st.fetched_batches),
             ("set_asides_total", st.set_asides),
-            ("snapshot_installs_needed_total", st.snapshot_installs),
+            ("snapshot_installs_total", st.snapshot_installs),
+            ("snapshot_bytes_shipped_total", st.snapshot_bytes_shipped),
             ("retransmits_total", st.retransmits),
         ] {
             let _ = writeln!(out, "tidal_replication_{name}{{shard=\"{shard}\"}} {v}");

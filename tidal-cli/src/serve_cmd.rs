@@ -85,6 +85,7 @@ impl ServeArgs {
             request_timeout_ms: self.request_timeout_ms,
             shutdown_grace_ms: self.shutdown_grace_ms,
             custom_kinds: self.custom_kinds.clone(),
+            ..ConfigLayer::default()
         }
     }
 }

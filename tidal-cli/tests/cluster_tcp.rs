@@ -4,7 +4,9 @@
 //! restarted (it catches up and its digest equals the leader's), read-your-writes through a
 //! follower with the ack's epoch token, a token from no history refused, and writes to a
 //! follower answered with 421 naming the leader. Every acknowledged signal is then present
-//! exactly once on every node (Jepsen's set check: nothing lost, nothing duplicated).
+//! exactly once on every node (Jepsen's set check: nothing lost, nothing duplicated). A
+//! follower down while the leader's retention drops the log it needs is caught up by a
+//! snapshot install.
 
 mod common;
 
@@ -55,12 +57,17 @@ fn write_cluster(dir: &Path) -> (PathBuf, Vec<(u32, String)>) {
 }
 
 fn spawn(dir: &Path, cluster: &Path, id: u32) -> Child {
+    spawn_with(dir, cluster, id, &[])
+}
+
+fn spawn_with(dir: &Path, cluster: &Path, id: u32, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidal"))
         .args(["serve", "--node", &id.to_string(), "--cluster"])
         .arg(cluster)
         .arg("--data-dir")
         .arg(dir.join(format!("node-{id}")))
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -297,4 +304,90 @@ fn a_killed_leader_recovers_and_promotion_moves_leadership() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("shard 0: leader node 2"), "{table}");
+}
+
+/// Small segments, frequent snapshots, no archive and a small hold: a follower down for more
+/// signals than the leader ships ahead to a silent follower (its window, 64 Ki records, which
+/// the transport queues for the peer) is behind what the leader keeps and must be caught up
+/// by a snapshot.
+const SMALL_RETENTION: [(&str, &str); 4] = [
+    ("TIDAL_WAL_ARCHIVE", "false"),
+    ("TIDAL_SEGMENT_BYTES_MAX", "16384"),
+    ("TIDAL_SNAPSHOT_EVERY_SIGNALS", "5000"),
+    ("TIDAL_WAL_HOLD_BYTES_MAX", "32768"),
+];
+
+/// Writes `batches` requests of `BATCH` signals, quorum-acked, from batch number `from`.
+fn write_batches(base: &str, from: u64, batches: u64, acked: &mut Vec<String>) {
+    const BATCH: u64 = 500;
+    for b in from..from + batches {
+        let ids: Vec<String> = (0..BATCH).map(|i| format!("r{}", b * BATCH + i)).collect();
+        let body: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"user": format!("u{}", b % 11), "item": id, "kind": "like"}))
+            .collect();
+        let (status, answer) = post(base, "/v1/signals?ack=quorum", &Value::Array(body));
+        assert_eq!(status, 200, "{answer}");
+        acked.extend(ids);
+    }
+}
+
+/// The first seq of the oldest WAL segment in `wal_dir` (names are `sSSSS-FIRSTSEQ.wal`).
+fn oldest_segment(wal_dir: &Path) -> u64 {
+    std::fs::read_dir(wal_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".wal")?.split_once('-')?.1.parse().ok()
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_follower_behind_the_leaders_retention_is_caught_up_by_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, apis) = write_cluster(dir.path());
+    let mut nodes: Vec<Node> = apis
+        .iter()
+        .map(|(id, api)| Node {
+            id: *id,
+            api: api.clone(),
+            child: Some(spawn_with(dir.path(), &cluster, *id, &SMALL_RETENTION)),
+        })
+        .collect();
+    let leader = nodes[0].api.clone();
+    eventually("node 1 leads", 60, || shard0(&get(&leader, "/v1/cluster/status").1)["role"] == "leader");
+    let mut acked = Vec::new();
+    write_batches(&leader, 0, 2, &mut acked);
+    eventually("node 3 has the first writes", 30, || {
+        shard0(&get(&nodes[2].api, "/v1/cluster/status").1)["applied"].as_u64() >= Some(1000)
+    });
+
+    sigkill(nodes[2].child.take().unwrap());
+    write_batches(&leader, 2, 150, &mut acked);
+    // The leader's log no longer holds what node 3 needs after the window shipped ahead.
+    let needed = 1000 + 64 * 1024 + 1;
+    eventually("the leader retires what node 3 needs", 60, || {
+        oldest_segment(&dir.path().join("node-1/wal")) > needed
+    });
+    nodes[2].child = Some(spawn_with(dir.path(), &cluster, 3, &SMALL_RETENTION));
+    write_batches(&leader, 152, 4, &mut acked);
+
+    let target = digest(&leader)[0]["applied_seq"].as_u64().unwrap();
+    eventually("node 3 caught up", 90, || digest(&nodes[2].api)[0]["applied_seq"].as_u64() >= Some(target));
+    let reference = digest(&leader);
+    for node in &nodes[1..] {
+        eventually("equal digests", 30, || digest(&node.api) == reference);
+    }
+    let lead = shard0(&get(&leader, "/v1/cluster/status").1);
+    let caught = shard0(&get(&nodes[2].api, "/v1/cluster/status").1);
+    assert!(lead["stats"]["snapshot_installs"].as_u64() >= Some(1), "{lead}");
+    assert!(lead["stats"]["snapshot_bytes_shipped"].as_u64() > Some(0), "{lead}");
+    assert!(caught["stats"]["snapshot_installs"].as_u64() >= Some(1), "{caught}");
+    // The set check on the node that was caught up: every acked signal exactly once.
+    for id in acked.iter().step_by(101) {
+        let (status, item) = get(&nodes[2].api, &format!("/v1/items/{id}"));
+        assert_eq!((status, &item["kinds"]["like"]["count"]), (200, &json!(1)), "{id}: {item}");
+    }
 }

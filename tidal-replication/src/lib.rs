@@ -16,7 +16,8 @@
 //!   [`tidal::Db`] over a transport, with durable epoch records and a status;
 //! - [`cluster`]: the static cluster file (nodes, addresses, placement, secret).
 //!
-//! Still to come (later issues): snapshot installs for followers behind retention, the
+//! A follower behind what the leader's log still holds is caught up by a snapshot install
+//! (`protocol::leader`'s install module, `node`'s staging). Still to come (later issues): the
 //! `ControlPlane` on openraft (failure detection, automatic failover), reconciliation of
 //! set-aside tails and the rolling-upgrade coordinator.
 

@@ -69,6 +69,11 @@ pub struct ConfigLayer {
     pub request_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub custom_kinds: Option<Vec<String>>,
+    /// Move segments snapshots cover to `archive/` (true) or delete them (false).
+    pub wal_archive: Option<bool>,
+    pub snapshot_every_signals: Option<u64>,
+    pub segment_bytes_max: Option<u64>,
+    pub wal_hold_bytes_max: Option<u64>,
 }
 
 impl fmt::Debug for ConfigLayer {
@@ -108,6 +113,10 @@ impl ConfigLayer {
             request_timeout_ms: parse_env(&var, "TIDAL_REQUEST_TIMEOUT_MS")?,
             shutdown_grace_ms: parse_env(&var, "TIDAL_SHUTDOWN_GRACE_MS")?,
             custom_kinds: var("TIDAL_CUSTOM_KINDS").map(|list| split_list(&list)),
+            wal_archive: parse_env(&var, "TIDAL_WAL_ARCHIVE")?,
+            snapshot_every_signals: parse_env(&var, "TIDAL_SNAPSHOT_EVERY_SIGNALS")?,
+            segment_bytes_max: parse_env(&var, "TIDAL_SEGMENT_BYTES_MAX")?,
+            wal_hold_bytes_max: parse_env(&var, "TIDAL_WAL_HOLD_BYTES_MAX")?,
         })
     }
 
@@ -137,6 +146,10 @@ impl ConfigLayer {
             request_timeout_ms: self.request_timeout_ms.or(lower.request_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(lower.shutdown_grace_ms),
             custom_kinds: self.custom_kinds.or(lower.custom_kinds),
+            wal_archive: self.wal_archive.or(lower.wal_archive),
+            snapshot_every_signals: self.snapshot_every_signals.or(lower.snapshot_every_signals),
+            segment_bytes_max: self.segment_bytes_max.or(lower.segment_bytes_max),
+            wal_hold_bytes_max: self.wal_hold_bytes_max.or(lower.wal_hold_bytes_max),
         }
     }
 }
@@ -192,6 +205,28 @@ pub struct ServerConfig {
     pub shards: Option<u32>,
     pub limits: Limits,
     pub custom_kinds: Vec<String>,
+    pub storage: Storage,
+}
+
+/// How the store keeps its log (see [`Options`] for each field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Storage {
+    pub wal_archive: bool,
+    pub snapshot_every_signals: u64,
+    pub segment_bytes_max: u64,
+    pub wal_hold_bytes_max: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let o = Options::default();
+        Storage {
+            wal_archive: o.wal_archive,
+            snapshot_every_signals: o.snapshot_every_signals,
+            segment_bytes_max: o.segment_bytes_max,
+            wal_hold_bytes_max: o.wal_hold_bytes_max,
+        }
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -204,6 +239,7 @@ impl fmt::Debug for ServerConfig {
             .field("shards", &self.shards)
             .field("limits", &self.limits)
             .field("custom_kinds", &self.custom_kinds)
+            .field("storage", &self.storage)
             .finish()
     }
 }
@@ -218,6 +254,7 @@ impl Default for ServerConfig {
             shards: None,
             limits: Limits::default(),
             custom_kinds: Vec::new(),
+            storage: Storage::default(),
         }
     }
 }
@@ -254,6 +291,15 @@ impl ServerConfig {
             shards: merged.shards,
             limits,
             custom_kinds: merged.custom_kinds.unwrap_or_default(),
+            storage: {
+                let d = Storage::default();
+                Storage {
+                    wal_archive: merged.wal_archive.unwrap_or(d.wal_archive),
+                    snapshot_every_signals: merged.snapshot_every_signals.unwrap_or(d.snapshot_every_signals),
+                    segment_bytes_max: merged.segment_bytes_max.unwrap_or(d.segment_bytes_max),
+                    wal_hold_bytes_max: merged.wal_hold_bytes_max.unwrap_or(d.wal_hold_bytes_max),
+                }
+            },
         };
         config.check()?;
         Ok(config)
@@ -301,6 +347,10 @@ impl ServerConfig {
             shards: self.shards,
             durability: self.durability,
             custom_kinds: self.custom_kinds.clone(),
+            wal_archive: self.storage.wal_archive,
+            snapshot_every_signals: self.storage.snapshot_every_signals,
+            segment_bytes_max: self.storage.segment_bytes_max,
+            wal_hold_bytes_max: self.storage.wal_hold_bytes_max,
             ..Options::default()
         }
     }
@@ -312,6 +362,24 @@ mod tests {
 
     fn layer_listen(addr: &str) -> ConfigLayer {
         ConfigLayer { listen: Some(addr.into()), ..ConfigLayer::default() }
+    }
+
+    #[test]
+    fn storage_keys_come_from_the_file_and_the_environment() {
+        let file = ConfigLayer::from_toml(
+            "wal_archive = false\nsnapshot_every_signals = 500\nwal_hold_bytes_max = 9000",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let env = ConfigLayer::from_env(|k| (k == "TIDAL_SEGMENT_BYTES_MAX").then(|| "8192".into())).unwrap();
+        let c = ServerConfig::resolve(ConfigLayer::default(), env, file).unwrap();
+        let o = c.options();
+        assert_eq!(
+            (o.wal_archive, o.snapshot_every_signals, o.segment_bytes_max, o.wal_hold_bytes_max),
+            (false, 500, 8192, 9000)
+        );
+        let bad = ConfigLayer::from_toml("segment_bytes_max = 10", Path::new("t.toml")).unwrap();
+        assert!(ServerConfig::resolve(ConfigLayer::default(), ConfigLayer::default(), bad).is_err());
     }
 
     #[test]

@@ -153,3 +153,26 @@ fn an_install_sets_the_own_records_the_leader_never_had_aside() {
     assert!(file.starts_with(b.path().join("divergent")) && file.exists());
     assert_eq!(follower.digests(), leader.digests());
 }
+
+#[test]
+fn a_follower_snapshots_what_it_applies_and_retires_its_log() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    leader.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    let follower = Db::open(b.path(), Options { snapshot_every_signals: 200, ..options(2) }).unwrap();
+    follower.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+    for r in 0..30 {
+        leader.submit_with(signals(r * 40, 40), AckMode::Leader).unwrap().wait().unwrap();
+        let from = follower.position(0).unwrap().applied_seq + 1;
+        ship_all(&leader, &follower, from);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let snapshots = std::fs::read_dir(b.path().join("snapshots")).unwrap().count();
+    assert!(snapshots >= 2, "the follower wrote {snapshots} snapshots");
+    assert!(matches!(follower.read_batches(0, 1, 100), Err(ShipError::Behind { .. })), "covered segments go");
+    let digests = follower.digests();
+    follower.close().unwrap();
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    assert_eq!(follower.digests(), digests);
+    assert!(follower.recovery_report().shards[0].snapshot_seq.is_some(), "recovery starts from a snapshot");
+}

@@ -146,7 +146,13 @@ impl ShardRuntime {
     /// follower that was away briefly catches up from the log, not by a snapshot.
     fn update_hold(&mut self, db: &Db) {
         let hold = match self.replica.role() {
-            Role::Leader(l) => l.peers().values().map(|p| p.durable + 1).min().unwrap_or(u64::MAX),
+            // A follower being sent a snapshot needs the log after it.
+            Role::Leader(l) => l
+                .peers()
+                .values()
+                .map(|p| p.install.as_ref().map_or(p.durable, |i| i.seq.max(p.durable)) + 1)
+                .min()
+                .unwrap_or(u64::MAX),
             Role::Follower(_) => u64::MAX,
         };
         if hold != self.hold && db.hold_log(self.shard, hold).is_ok() {

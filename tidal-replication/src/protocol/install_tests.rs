@@ -160,3 +160,35 @@ fn a_divergent_tail_is_kept_through_the_point_where_the_logs_part() {
     assert_eq!(disk.installs.len(), 1);
     assert_eq!(disk.installs[0].1, 4, "records from seq 5 on are set aside");
 }
+
+#[test]
+fn an_install_acked_by_a_follower_already_past_it_ships_after_its_log() {
+    // Stale appends the transport queued reached the follower while the install began: it
+    // acks them, then answers the snapshot's chunk from its log ("installed").
+    let log = leader_log(1);
+    let cfg = LeaderConfig { message_bytes: 4096, ..LeaderConfig::new(0, vec![FOLLOWER]) };
+    let history = EpochHistory::from_starts(vec![(1, 1), (4, 900)]).unwrap();
+    let (mut leader, _) = Leader::start(cfg, 4, history, END, 0);
+    let position = Message::Position {
+        shard: 0,
+        epoch: 5,
+        end: crate::log::LogPos { epoch: 1, seq: 10 },
+        durable: 10,
+        history: vec![(1, 1)],
+    };
+    leader.handle(FOLLOWER, position, 1, &log);
+    leader.on_local_durable(END, 2, &log);
+    assert!(leader.peers()[&FOLLOWER].install.is_some(), "behind the log: an install starts");
+    leader.handle(FOLLOWER, Message::Ack { shard: 0, epoch: 5, durable: 1050, applied: 1050 }, 3, &log);
+    let ack = Message::SnapshotAck { shard: 0, epoch: 5, seq: OLDEST - 1, received: 50_000, installed: true };
+    let out = leader.handle(FOLLOWER, ack, 4, &log);
+    let first_prev = out.iter().find_map(|a| match a {
+        Action::Send { message: Message::Append { prev, .. }, .. } => Some(prev.seq),
+        _ => None,
+    });
+    assert_eq!(first_prev, Some(1050), "shipping resumes after the follower's log: {out:?}");
+    let peer = &leader.peers()[&FOLLOWER];
+    // Shipping resumed after its log (1051 on), not after the snapshot.
+    assert_eq!((peer.durable, peer.next, peer.needs_snapshot), (1050, END + 1, false));
+    leader.tick(1000, &log);
+}

@@ -534,7 +534,7 @@ impl Leader {
             || peer.needs_snapshot
             || peer.unknown_shard
             || peer.next > durable
-            || peer.next - 1 - peer.durable >= window
+            || peer.next.saturating_sub(peer.durable + 1) >= window
         {
             return false;
         }

@@ -102,8 +102,9 @@ impl Leader {
         if installed {
             peer.install = None;
             peer.needs_snapshot = false;
+            // Its log holds the snapshot and may be past it (it answered from its log).
             peer.durable = peer.durable.max(seq);
-            peer.next = seq + 1;
+            peer.next = peer.durable + 1;
             peer.streaming = true;
             self.advance_commit(out);
             return;

@@ -348,7 +348,7 @@ impl ShardWriter {
         Ok(())
     }
 
-    fn maybe_snapshot(&mut self) {
+    pub(super) fn maybe_snapshot(&mut self) {
         if self.job.as_ref().is_some_and(|job| !job.is_finished()) {
             return;
         }

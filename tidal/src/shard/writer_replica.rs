@@ -175,6 +175,8 @@ impl ShardWriter {
         }
         drop(state);
         self.applied.publish(applied_seq);
+        // A follower snapshots too, so its WAL is retired and its recovery stays short.
+        self.maybe_snapshot();
         Ok(applied_seq)
     }
 }
