@@ -171,7 +171,7 @@ impl Db {
         Ok(Some(SnapshotFile { shard, seq, len }))
     }
 
-    /// Up to `len` bytes at `offset` of `shard`'s snapshot at `seq`. [`Error::NotFound`]-like
+    /// Up to `len` bytes at `offset` of `shard`'s snapshot at `seq`;
     /// [`Error::InvalidRequest`] when that snapshot is gone (a newer one replaced it).
     pub fn read_snapshot(&self, shard: u32, seq: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.shard_handle(shard)?;
