@@ -86,6 +86,7 @@ fn cluster_file(nodes: u32, dir: &Path, shards: u32) -> Result<PathBuf> {
         replication_factor: nodes.len(),
         created_ms,
         ack: Default::default(),
+        window_records: None,
         nodes,
         placement: Vec::new(),
     };

@@ -51,7 +51,10 @@ pub fn start(db: &Db, cluster: ClusterConfig, id: u32, data_dir: &Path) -> Resul
     if placements.is_empty() {
         bail!("node {id} hosts no shard");
     }
-    let cfg = NodeConfig::new(NodeId(id), placements, data_dir.join("replication"));
+    let mut cfg = NodeConfig::new(NodeId(id), placements, data_dir.join("replication"));
+    if let Some(window) = cluster.file.window_records {
+        cfg.window_records = window;
+    }
     let node = ReplicationNode::start(db.clone(), cfg, Box::new(transport), inbound)
         .context("starting replication")?;
     tracing::info!(node = id, replication = %me.replication, api = %me.api, "cluster node started");

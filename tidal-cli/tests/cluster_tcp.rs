@@ -39,9 +39,15 @@ impl Drop for Node {
 }
 
 fn write_cluster(dir: &Path) -> (PathBuf, Vec<(u32, String)>) {
+    write_cluster_with(dir, "")
+}
+
+/// A three-node cluster file; `extra` adds top-level keys.
+fn write_cluster_with(dir: &Path, extra: &str) -> (PathBuf, Vec<(u32, String)>) {
     let mut text = String::from(
         "cluster_id = \"test\"\nsecret = \"a-test-secret-of-24-bytes\"\nshards = 1\nreplication_factor = 3\ncreated_ms = 1764633600000\n",
     );
+    text.push_str(extra);
     let mut apis = Vec::new();
     for id in 1..=3 {
         let api = format!("127.0.0.1:{}", free_port());
@@ -307,13 +313,13 @@ fn a_killed_leader_recovers_and_promotion_moves_leadership() {
 }
 
 /// Small segments, frequent snapshots, no archive and a small hold: a follower down for more
-/// signals than the leader ships ahead to a silent follower (its window, 64 Ki records, which
-/// the transport queues for the peer) is behind what the leader keeps and must be caught up
-/// by a snapshot.
+/// signals than the leader ships ahead to a silent follower (its window, here 2,000 records,
+/// which the transport queues for the peer) is behind what the leader keeps and must be
+/// caught up by a snapshot.
 const SMALL_RETENTION: [(&str, &str); 4] = [
     ("TIDAL_WAL_ARCHIVE", "false"),
     ("TIDAL_SEGMENT_BYTES_MAX", "16384"),
-    ("TIDAL_SNAPSHOT_EVERY_SIGNALS", "5000"),
+    ("TIDAL_SNAPSHOT_EVERY_SIGNALS", "2000"),
     ("TIDAL_WAL_HOLD_BYTES_MAX", "32768"),
 ];
 
@@ -347,7 +353,7 @@ fn oldest_segment(wal_dir: &Path) -> u64 {
 #[test]
 fn a_follower_behind_the_leaders_retention_is_caught_up_by_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, apis) = write_cluster(dir.path());
+    let (cluster, apis) = write_cluster_with(dir.path(), "window_records = 2000\n");
     let mut nodes: Vec<Node> = apis
         .iter()
         .map(|(id, api)| Node {
@@ -365,14 +371,14 @@ fn a_follower_behind_the_leaders_retention_is_caught_up_by_a_snapshot() {
     });
 
     sigkill(nodes[2].child.take().unwrap());
-    write_batches(&leader, 2, 150, &mut acked);
+    write_batches(&leader, 2, 24, &mut acked);
     // The leader's log no longer holds what node 3 needs after the window shipped ahead.
-    let needed = 1000 + 64 * 1024 + 1;
+    let needed = 1000 + 2000 + 1;
     eventually("the leader retires what node 3 needs", 60, || {
         oldest_segment(&dir.path().join("node-1/wal")) > needed
     });
     nodes[2].child = Some(spawn_with(dir.path(), &cluster, 3, &SMALL_RETENTION));
-    write_batches(&leader, 152, 4, &mut acked);
+    write_batches(&leader, 26, 4, &mut acked);
 
     let target = digest(&leader)[0]["applied_seq"].as_u64().unwrap();
     eventually("node 3 caught up", 90, || digest(&nodes[2].api)[0]["applied_seq"].as_u64() >= Some(target));
@@ -386,7 +392,7 @@ fn a_follower_behind_the_leaders_retention_is_caught_up_by_a_snapshot() {
     assert!(lead["stats"]["snapshot_bytes_shipped"].as_u64() > Some(0), "{lead}");
     assert!(caught["stats"]["snapshot_installs"].as_u64() >= Some(1), "{caught}");
     // The set check on the node that was caught up: every acked signal exactly once.
-    for id in acked.iter().step_by(101) {
+    for id in acked.iter().step_by(37) {
         let (status, item) = get(&nodes[2].api, &format!("/v1/items/{id}"));
         assert_eq!((status, &item["kinds"]["like"]["count"]), (200, &json!(1)), "{id}: {item}");
     }

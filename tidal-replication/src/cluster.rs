@@ -62,6 +62,9 @@ pub struct ClusterFile {
     pub created_ms: u64,
     #[serde(default)]
     pub ack: AckMode,
+    /// Records a leader ships ahead of a follower's acks (default 65,536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_records: Option<u64>,
     pub nodes: Vec<NodeEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<PlacementEntry>,
@@ -136,6 +139,9 @@ fn check_nodes(file: &ClusterFile) -> Result<(), ClusterError> {
     }
     if file.nodes.is_empty() {
         return invalid("nodes", "lists no node");
+    }
+    if file.window_records.is_some_and(|w| !(1..=1 << 24).contains(&w)) {
+        return invalid("window_records", "must be 1..=16777216");
     }
     let ids: BTreeSet<u32> = file.nodes.iter().map(|n| n.id).collect();
     if ids.len() != file.nodes.len() || ids.contains(&0) {

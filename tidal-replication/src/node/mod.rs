@@ -199,6 +199,9 @@ fn forward<T: Send + 'static>(
         .map_err(|e| NodeError::State { path: PathBuf::from("<thread>"), source: e })
 }
 
+/// Events taken before one group fsync of the shipped batches they carry.
+const EVENTS_PER_FLUSH: usize = 64;
+
 /// The runtime thread's state.
 struct Worker {
     db: Db,
@@ -219,6 +222,7 @@ impl Worker {
         for shard in &mut self.shards {
             shard.start(&self.db, &mut *self.transport);
         }
+        self.flush();
         self.publish();
     }
 
@@ -227,8 +231,20 @@ impl Worker {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(event) => self.on_event(event),
+                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return self.flush(),
+                Ok(event) => {
+                    self.on_event(event);
+                    // Take what is already waiting, then one fsync for all of it.
+                    for _ in 1..EVENTS_PER_FLUSH {
+                        match rx.try_recv() {
+                            Ok(Event::Stop) => return self.flush(),
+                            Ok(event) => self.on_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                    self.publish();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if Instant::now() >= next_tick {
@@ -236,6 +252,7 @@ impl Worker {
                 for shard in &mut self.shards {
                     shard.tick(&self.db, &mut *self.transport, now);
                 }
+                self.flush();
                 next_tick = Instant::now() + self.cfg.tick;
                 self.publish();
             }
@@ -267,7 +284,13 @@ impl Worker {
             }
             Event::Stop => {}
         }
-        self.publish();
+    }
+
+    /// Runs every shard's held-back sync and messages (see `ShardRuntime::flush`).
+    fn flush(&mut self) {
+        for shard in &mut self.shards {
+            shard.flush(&self.db, &mut *self.transport);
+        }
     }
 
     fn with_shard(

@@ -50,8 +50,11 @@ pub(super) struct ShardRuntime {
     state_dir: std::path::PathBuf,
     replica: Replica,
     record: EpochRecord,
-    /// Batches of the current action list waiting for their `Sync`.
+    /// Batches waiting for their `Sync`.
     appends: Vec<Vec<u8>>,
+    /// A `Sync` held back (group commit), and the messages sent after it.
+    sync_pending: bool,
+    deferred: Vec<(NodeId, Message)>,
     /// First actions (a leader's recovery), run by `start`.
     initial: Vec<Action>,
     /// (seq, log bytes, ms) of the leader's fsyncs, oldest first.
@@ -104,6 +107,8 @@ impl ShardRuntime {
             replica,
             record,
             appends: Vec::new(),
+            sync_pending: false,
+            deferred: Vec::new(),
             initial,
             marks: VecDeque::new(),
             failed: None,
@@ -207,29 +212,74 @@ impl ShardRuntime {
     fn execute(&mut self, db: &Db, transport: &mut dyn Transport, actions: Vec<Action>) {
         for action in actions {
             if let Err(reason) = self.execute_one(db, transport, action) {
-                tracing::error!(shard = self.shard, %reason, "replica stopped");
-                self.failed = Some(reason);
+                self.stop_with(reason);
                 return;
             }
         }
     }
 
+    fn stop_with(&mut self, reason: String) {
+        tracing::error!(shard = self.shard, %reason, "replica stopped");
+        self.failed = Some(reason);
+        self.appends.clear();
+        self.deferred.clear();
+        self.sync_pending = false;
+    }
+
+    /// Group commit of shipped batches: a `Sync` is held back, and so is every message the
+    /// machine sends after it (its acks claim durability), until the worker has taken the
+    /// events already waiting; then one fsync covers the batches of all of them, and the
+    /// held messages leave in their order. Any other action flushes first, so the store
+    /// sees the actions in the machine's order, with the syncs merged.
+    pub fn flush(&mut self, db: &Db, transport: &mut dyn Transport) {
+        if let Err(reason) = self.flush_inner(db, transport) {
+            self.stop_with(reason);
+        }
+    }
+
+    fn flush_inner(&mut self, db: &Db, transport: &mut dyn Transport) -> Result<(), String> {
+        if self.sync_pending {
+            self.sync_pending = false;
+            let batches = std::mem::take(&mut self.appends);
+            if !batches.is_empty() {
+                db.apply_shipped(self.shard, batches).map_err(|e| format!("apply shipped batches: {e}"))?;
+            }
+            self.persist_history()?;
+        }
+        for (to, message) in self.deferred.drain(..) {
+            // A full queue or a dead peer: the protocol retries.
+            let _ = transport.send(to, message.encode());
+        }
+        Ok(())
+    }
+
     fn execute_one(&mut self, db: &Db, transport: &mut dyn Transport, action: Action) -> Result<(), String> {
         match action {
+            Action::Send { to, message } if self.sync_pending => self.deferred.push((to, message)),
             Action::Send { to, message } => {
                 // A full queue or a dead peer: the protocol retries.
                 let _ = transport.send(to, message.encode());
             }
-            Action::PersistEpoch { epoch, leader } => self.persist_epoch(db, epoch, leader)?,
             Action::Append(bytes) => self.appends.push(bytes),
-            Action::Sync => {
-                let batches = std::mem::take(&mut self.appends);
-                if !batches.is_empty() {
-                    db.apply_shipped(self.shard, batches)
-                        .map_err(|e| format!("apply shipped batches: {e}"))?;
-                }
-                self.persist_history()?;
+            Action::Sync => self.sync_pending = true,
+            other => {
+                self.flush_inner(db, transport)?;
+                self.execute_ordered(db, transport, other)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The actions that go to the store in order, after any held-back sync.
+    fn execute_ordered(
+        &mut self,
+        db: &Db,
+        transport: &mut dyn Transport,
+        action: Action,
+    ) -> Result<(), String> {
+        match action {
+            Action::Send { .. } | Action::Append(_) | Action::Sync => unreachable!("handled by execute_one"),
+            Action::PersistEpoch { epoch, leader } => self.persist_epoch(db, epoch, leader)?,
             Action::SetAside { from_seq } => {
                 let report = db
                     .set_aside(self.shard, from_seq)

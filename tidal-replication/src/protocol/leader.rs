@@ -24,6 +24,15 @@ use crate::log::LogPos as Pos;
 use crate::log::{EpochHistory, LogPos, match_point};
 use crate::transport::NodeId;
 
+/// Retransmit timeouts without a word from a follower after which it is treated as down:
+/// probed, not shipped to, until it answers.
+pub const SILENT_RTOS: u64 = 4;
+
+/// Whether `peer` was heard from in the last `ms`.
+pub(crate) fn heard_within(peer: &Peer, now_ms: u64, ms: u64) -> bool {
+    peer.last_heard_ms.is_some_and(|t| now_ms.saturating_sub(t) < ms)
+}
+
 /// Tuning of a leader (per shard).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderConfig {
@@ -205,7 +214,12 @@ impl Leader {
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             let peer = &self.peers[&id];
+            let gone = !heard_within(peer, now_ms, SILENT_RTOS * rto);
             if !peer.streaming && silent(peer, rto) {
+                self.probe(id, now_ms, &mut out);
+            } else if peer.streaming && peer.next > peer.durable + 1 && silent(peer, rto) && gone {
+                // Silent for long: probably down. Probe it instead of queueing the window
+                // for it again; shipping resumes when it answers.
                 self.probe(id, now_ms, &mut out);
             } else if peer.streaming && peer.next > peer.durable + 1 && silent(peer, rto) {
                 self.stats.retransmits += 1;
@@ -359,8 +373,9 @@ impl Leader {
             peer.durable = peer.durable.min(mp);
             peer.next = mp + 1;
             peer.streaming = true;
-            // Already at or past the snapshot it was being sent (its ack was lost).
-            if peer.install.as_ref().is_some_and(|i| mp >= i.seq) {
+            // Already at or past the snapshot it was being sent (its ack was lost), or no
+            // install under way: shipping finds out afresh what it needs.
+            if peer.install.as_ref().is_none_or(|i| mp >= i.seq) {
                 peer.install = None;
                 peer.needs_snapshot = false;
             }

@@ -118,14 +118,20 @@ impl Leader {
     }
 
     /// Retransmits from the follower's ack when an install went silent, and starts over an
-    /// install that has no snapshot (none yet, or it was replaced).
+    /// install that has no snapshot (none yet, or it was replaced). A follower silent for
+    /// long is probed instead: chunks are not queued for a node that is down.
     pub(super) fn tick_installs(&mut self, now_ms: u64, log: &dyn BatchSource, out: &mut Vec<Action>) {
         let rto = self.cfg.retransmit_ms;
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             let peer = self.peers.get_mut(&id).expect("peer");
             let last = peer.last_sent_ms.max(peer.last_heard_ms.unwrap_or(0));
-            if !peer.needs_snapshot || now_ms.saturating_sub(last) < rto {
+            if !peer.needs_snapshot || !peer.streaming || now_ms.saturating_sub(last) < rto {
+                continue;
+            }
+            if !super::heard_within(peer, now_ms, super::SILENT_RTOS * rto) {
+                peer.install = None;
+                self.probe(id, now_ms, out);
                 continue;
             }
             match peer.install.as_mut() {
