@@ -11,8 +11,9 @@
 //! and before the segments are gone leaves a WAL that ends below the snapshot; recovery
 //! then starts a fresh segment at the snapshot's seq + 1 and retirement removes the old ones
 //! later (see `wal::reader`). Records of its own after the point where its log and the
-//! leader's part (`keep_through`) are first copied to `divergent/`, as a set-aside does: an
-//! install never drops a divergent tail.
+//! leader's part (`keep_through`) are first copied to `divergent/`, as a set-aside does (an
+//! install never drops a divergent tail), and cut from the log (whole batches) before the
+//! snapshot is written, so a crash never replays them on top of it.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use super::set_aside::{Reopen, SetAsideReport};
 use super::snapshot;
 use super::writer::ShardWriter;
 use crate::error::{Error, Result};
+use crate::wal::ship::{ShipError, cut_log};
 use crate::wal::{Repair, WalError, reader};
 
 impl ShardWriter {
@@ -62,12 +64,31 @@ impl ShardWriter {
             bytes: 0,
             file: None,
         };
+        let paths = &reopen.paths;
+        let vfs = &*reopen.options.vfs;
         if own_end > keep_through {
             let divergent = self.divergent_batches(reopen, keep_through + 1)?;
             report.file = Some(self.save_divergent(reopen, keep_through + 1, &divergent, &mut report)?);
+            // Cut before the snapshot is written: a crash after it must not replay these
+            // records on top of the snapshot.
+            if let Some(first) = divergent.first() {
+                let (header, _) =
+                    crate::wal::BatchHeader::decode(first).map_err(|e| Error::InvalidState(e.to_string()))?;
+                let dirs = [paths.wal_dir.as_path(), paths.archive_dir.as_path()];
+                cut_log(vfs, &dirs, self.shard, header.first_seq).map_err(|e| match e {
+                    ShipError::Wal(w) => Error::Wal(w),
+                    other => Error::InvalidState(other.to_string()),
+                })?;
+                // Own snapshots that cover cut records would outrank the leader's.
+                for (snap_seq, path) in snapshot::list(vfs, &paths.snapshot_dir, self.shard)? {
+                    if snap_seq >= header.first_seq {
+                        vfs.remove_file(&path).map_err(|e| WalError::io("remove snapshot", &path, e))?;
+                    }
+                }
+                vfs.sync_dir(&paths.snapshot_dir)
+                    .map_err(|e| WalError::io("sync dir", &paths.snapshot_dir, e))?;
+            }
         }
-        let paths = &reopen.paths;
-        let vfs = &*reopen.options.vfs;
         let path = snapshot::write_bytes(vfs, &paths.snapshot_dir, self.shard, seq, bytes)?;
         let archive = reopen.options.wal_archive.then_some(paths.archive_dir.as_path());
         let retired = retire_all_segments(vfs, &paths.wal_dir, archive, self.shard)?;

@@ -73,6 +73,8 @@ struct SimState {
     next_inode: u64,
     syncs: SyncCounts,
     fail_next: BTreeSet<SimOp>,
+    /// Operations of a kind to let succeed before one fails.
+    fail_after: BTreeMap<SimOp, u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -100,6 +102,13 @@ impl SimState {
     fn take_failure(&mut self, op: SimOp) -> io::Result<()> {
         if self.fail_next.remove(&op) {
             return Err(io::Error::other(format!("injected failure of {op:?}")));
+        }
+        if let Some(left) = self.fail_after.get_mut(&op) {
+            if *left == 0 {
+                self.fail_after.remove(&op);
+                return Err(io::Error::other(format!("injected failure of {op:?}")));
+            }
+            *left -= 1;
         }
         Ok(())
     }
@@ -183,6 +192,12 @@ impl SimVfs {
     /// Makes the next `op` fail with an I/O error (once). A failed write writes nothing.
     pub fn fail_next(&self, op: SimOp) {
         self.lock().fail_next.insert(op);
+    }
+
+    /// Lets `n` more operations of kind `op` succeed, then fails the next one: a sweep over
+    /// `n` stops a multi-step change at each of its durable steps.
+    pub fn fail_after(&self, op: SimOp, n: u64) {
+        self.lock().fail_after.insert(op, n);
     }
 }
 
