@@ -5,7 +5,9 @@
 //! replaced atomically (temp file, fsync, rename, directory fsync), so a crash leaves the
 //! old record or the new one. The history in it is a hint: on start the runtime re-reads
 //! the batch headers from the last recorded epoch start to the end of the log, so a batch
-//! appended after the last write of this file is never missed.
+//! appended after the last write of this file is never missed. A replica that installed a
+//! snapshot holds no batch headers up to it; the history through it comes from the record,
+//! which names a pending install before the store performs it.
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +21,18 @@ pub struct EpochRecord {
     pub epoch: u64,
     pub leader: Option<u32>,
     pub leading: bool,
+    pub history: Vec<(u64, u64)>,
+    /// A snapshot install under way: its seq and the leader's history through it. Written
+    /// before the store installs, cleared after; a restart that finds it adopts the history
+    /// if the store holds the snapshot, else drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<PendingInstall>,
+}
+
+/// See [`EpochRecord::install`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingInstall {
+    pub seq: u64,
     pub history: Vec<(u64, u64)>,
 }
 
@@ -55,8 +69,13 @@ mod tests {
     fn records_round_trip_and_replace_atomically() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path(), 3).unwrap(), None);
-        let record =
-            EpochRecord { epoch: 4, leader: Some(2), leading: false, history: vec![(1, 1), (4, 90)] };
+        let record = EpochRecord {
+            epoch: 4,
+            leader: Some(2),
+            leading: false,
+            history: vec![(1, 1), (4, 90)],
+            install: Some(PendingInstall { seq: 80, history: vec![(1, 1), (3, 50)] }),
+        };
         store(dir.path(), 3, &record).unwrap();
         assert_eq!(load(dir.path(), 3).unwrap(), Some(record.clone()));
         let next = EpochRecord { epoch: 5, leading: true, ..record };

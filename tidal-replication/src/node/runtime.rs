@@ -7,7 +7,7 @@ use tidal::Db;
 use tidal::shard::role::{DurableEvent, ShardRole};
 use tidal::wal::ship::ShipError;
 
-use super::epoch_file::{self, EpochRecord};
+use super::epoch_file::{self, EpochRecord, PendingInstall};
 use super::staging::Staging;
 use super::status::{FollowerStatus, ShardStatus};
 use super::{NodeConfig, NodeError, ShardPlacement};
@@ -78,13 +78,18 @@ impl ShardRuntime {
     ) -> Result<ShardRuntime, NodeError> {
         let shard = placement.shard;
         let state_err = |source| NodeError::State { path: cfg.state_dir.clone(), source };
-        let record =
+        let mut record =
             epoch_file::load(&cfg.state_dir, shard).map_err(state_err)?.unwrap_or_else(|| EpochRecord {
                 epoch: 0,
                 leader: Some(placement.initial_leader.0),
                 leading: placement.initial_leader == cfg.node,
                 history: Vec::new(),
+                install: None,
             });
+        if let Some(pending) = record.install.take() {
+            settle_install(db, shard, &mut record, pending);
+            epoch_file::store(&cfg.state_dir, shard, &record).map_err(state_err)?;
+        }
         let (history, end) = rebuild_history(db, shard, &record)?;
         let leader_cfg = cfg.leader_config(placement);
         let (replica, initial) = if record.leading {
@@ -325,6 +330,10 @@ impl ShardRuntime {
             Action::SnapshotWrite { offset, bytes } => self.staging.write(offset, &bytes)?,
             Action::SnapshotInstall { seq, keep_through } => {
                 let bytes = self.staging.finish(seq)?;
+                // The history through the snapshot is only in the machine: record it first.
+                let history = self.replica.history().starts().to_vec();
+                self.record.install = Some(PendingInstall { seq, history });
+                self.store()?;
                 let (installed, aside) = db
                     .install_snapshot(self.shard, bytes, keep_through)
                     .map_err(|e| format!("install the leader's snapshot through seq {seq}: {e}"))?;
@@ -332,7 +341,9 @@ impl ShardRuntime {
                     return Err(format!("the staged snapshot covers seq {installed}, not {seq}"));
                 }
                 self.set_aside_records += aside.records;
-                self.persist_history()?;
+                self.record.install = None;
+                self.record.history = self.replica.history().starts().to_vec();
+                self.store()?;
                 tracing::warn!(
                     shard = self.shard,
                     seq,
@@ -434,6 +445,21 @@ impl ShardRuntime {
     }
 }
 
+/// A restart found an install recorded as under way: if the store holds that snapshot (the
+/// install got past its durable step), the leader's history through it is the log's; else
+/// the install did not happen and the record's history stands.
+fn settle_install(db: &Db, shard: u32, record: &mut EpochRecord, pending: PendingInstall) {
+    // The install writes the snapshot under its seq, after removing every own snapshot
+    // from the cut on: the newest snapshot being that one means the install got that far.
+    let latest = db.latest_snapshot(shard).ok().flatten().map_or(0, |s| s.seq);
+    let applied = db.position(shard).map_or(0, |p| p.applied_seq);
+    let installed = latest == pending.seq && applied >= pending.seq;
+    tracing::warn!(shard, seq = pending.seq, installed, "a snapshot install was under way at the last stop");
+    if installed {
+        record.history = pending.history;
+    }
+}
+
 /// The epoch history of `shard`'s log: the persisted one up to its last epoch start, then
 /// the batch headers from there to the end (a batch appended after the record was written
 /// is not missed). Returns it with the log's last seq.
@@ -469,3 +495,7 @@ pub(super) fn refuse_unknown_shard(transport: &mut dyn Transport, from: NodeId, 
         let _ = transport.send(from, refused.encode());
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;
