@@ -39,8 +39,9 @@ pub enum Action {
     SetAside { from_seq: u64 },
     /// Append these exact bytes (one batch, verified) to the own WAL.
     Append(Vec<u8>),
-    /// fsync the WAL, then apply every batch appended since the last `Sync` through the
-    /// shard engine.
+    /// Apply every batch appended since the last `Sync` through the shard engine and fsync
+    /// the WAL (the store applies first, so reads see the batches during the fsync; they are
+    /// durable on the leader already). Done when both are.
     Sync,
     /// Read the own log's batches from `from_seq` (at most about `max_bytes`) and send them
     /// to `to` as [`Message::Fetched`] in `epoch`.

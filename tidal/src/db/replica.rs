@@ -65,7 +65,9 @@ impl Db {
         Ok(*self.shard_handle(shard)?.role.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Appends a leader's batches to a follower shard byte for byte, fsyncs, applies them.
+    /// Appends a leader's batches to a follower shard byte for byte, applies them (readers see
+    /// them at once: the leader ships only what it made durable), then fsyncs; returns after
+    /// the fsync.
     /// Returns the shard's applied seq. A batch that does not continue the log is refused
     /// ([`crate::wal::WalError::Refused`]) and nothing of it is written.
     pub fn apply_shipped(&self, shard: u32, batches: Vec<Vec<u8>>) -> Result<u64> {

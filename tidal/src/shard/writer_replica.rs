@@ -125,7 +125,7 @@ impl ShardWriter {
                 Err(e @ crate::wal::WalError::Refused(_)) => {
                     // Nothing of this batch was written; what came before it is applied below.
                     tracing::warn!(shard = self.shard, error = %e, "shipped batch refused");
-                    self.sync_and_apply(&batches[..appended])?;
+                    self.apply_and_sync(&batches[..appended])?;
                     return Err(Error::Wal(e));
                 }
                 Err(e) => {
@@ -134,17 +134,16 @@ impl ShardWriter {
                 }
             }
         }
-        self.sync_and_apply(&batches)
+        self.apply_and_sync(&batches)
     }
 
-    fn sync_and_apply(&mut self, batches: &[Vec<u8>]) -> Result<u64> {
+    fn apply_and_sync(&mut self, batches: &[Vec<u8>]) -> Result<u64> {
         if batches.is_empty() {
             return Ok(self.applied.get());
         }
-        if let Err(e) = self.timed_sync() {
-            self.fail(&e);
-            return Err(self.failed_error());
-        }
+        // Applied before the fsync, so follower reads see the leader's records at once:
+        // they are durable on the leader already (it ships nothing else), and the durable
+        // ack to it waits for this fsync. A failed fsync stops the shard.
         let mut deltas = Vec::new();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         for bytes in batches {
@@ -175,6 +174,10 @@ impl ShardWriter {
         }
         drop(state);
         self.applied.publish(applied_seq);
+        if let Err(e) = self.timed_sync() {
+            self.fail(&e);
+            return Err(self.failed_error());
+        }
         // A follower snapshots too, so its WAL is retired and its recovery stays short.
         self.maybe_snapshot();
         Ok(applied_seq)
