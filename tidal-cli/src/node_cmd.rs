@@ -144,6 +144,11 @@ fn metrics_text(node: &ReplicationNode, transport: &StatsHandle) -> String {
         ] {
             let _ = writeln!(out, "tidal_replication_{name}{{shard=\"{shard}\"}} {v}");
         }
+        let _ = writeln!(
+            out,
+            "tidal_replication_snapshots_refused_total{{shard=\"{shard}\"}} {}",
+            s.snapshots_refused
+        );
         for (reason, v) in &st.refused {
             let _ =
                 writeln!(out, "tidal_replication_refused_total{{shard=\"{shard}\",reason=\"{reason}\"}} {v}");

@@ -3,9 +3,9 @@
 
 use std::collections::VecDeque;
 
-use tidal::Db;
 use tidal::shard::role::{DurableEvent, ShardRole};
 use tidal::wal::ship::ShipError;
+use tidal::{Db, ErrorKind};
 
 use super::epoch_file::{self, EpochRecord, PendingInstall};
 use super::staging::Staging;
@@ -64,6 +64,8 @@ pub(super) struct ShardRuntime {
     set_aside_records: u64,
     /// A snapshot from the leader being received.
     staging: Staging,
+    /// Shipped snapshots that failed their checks here.
+    snapshots_refused: u64,
     /// The oldest seq a follower still needs, as last told to the store's retention.
     hold: u64,
 }
@@ -119,6 +121,7 @@ impl ShardRuntime {
             failed: None,
             set_aside_records: 0,
             staging: Staging::new(&cfg.state_dir, shard),
+            snapshots_refused: 0,
             hold: u64::MAX,
         })
     }
@@ -334,9 +337,19 @@ impl ShardRuntime {
                 let history = self.replica.history().starts().to_vec();
                 self.record.install = Some(PendingInstall { seq, history });
                 self.store()?;
-                let (installed, aside) = db
-                    .install_snapshot(self.shard, bytes, keep_through)
-                    .map_err(|e| format!("install the leader's snapshot through seq {seq}: {e}"))?;
+                let (installed, aside) = match db.install_snapshot(self.shard, bytes, keep_through) {
+                    Ok(done) => done,
+                    // Refused by its checks, before anything changed: stay as we were and
+                    // let the leader learn our real position (it sends another).
+                    Err(e) if matches!(e.kind(), ErrorKind::Corruption | ErrorKind::InvalidInput) => {
+                        tracing::error!(shard = self.shard, seq, error = %e, "the leader's snapshot was refused");
+                        self.snapshots_refused += 1;
+                        self.record.install = None;
+                        self.store()?;
+                        return self.reload_follower(db);
+                    }
+                    Err(e) => return Err(format!("install the leader's snapshot through seq {seq}: {e}")),
+                };
                 if installed != seq {
                     return Err(format!("the staged snapshot covers seq {installed}, not {seq}"));
                 }
@@ -352,6 +365,16 @@ impl ShardRuntime {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The follower machine again as the store and the record say (after a refused install,
+    /// which the machine had taken as done).
+    fn reload_follower(&mut self, db: &Db) -> Result<(), String> {
+        let (history, end) = rebuild_history(db, self.shard, &self.record).map_err(|e| e.to_string())?;
+        let cfg = self.replica.config().clone();
+        let leader = self.record.leader.map(NodeId);
+        self.replica = Replica::follower(self.node, cfg, self.record.epoch, leader, history, end);
         Ok(())
     }
 
@@ -405,6 +428,7 @@ impl ShardRuntime {
             stats: self.replica.stats().clone(),
             history: self.replica.history().starts().to_vec(),
             set_aside_records: self.set_aside_records,
+            snapshots_refused: self.snapshots_refused,
             failed: self.failed.clone(),
         }
     }

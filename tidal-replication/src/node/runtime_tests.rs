@@ -61,3 +61,37 @@ fn a_pending_install_the_store_performed_gives_the_leaders_history() {
 fn a_pending_install_the_store_never_performed_is_dropped() {
     assert_eq!(open_after(false), vec![(1, 1)]);
 }
+
+#[test]
+fn a_shipped_snapshot_that_fails_its_checks_is_refused_and_the_replica_goes_on() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    leader
+        .write_batch((0..40).map(|i| Signal::new("u", format!("i{i}"), SignalKind::Like)).collect())
+        .unwrap();
+    leader.snapshot().unwrap();
+    let file = leader.latest_snapshot(0).unwrap().unwrap();
+    let mut bytes = leader.read_snapshot(0, file.seq, 0, file.len as usize).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    let follower = Db::open(b.path(), options(2)).unwrap();
+    follower.write_batch(vec![Signal::new("v", "own", SignalKind::Click)]).unwrap();
+    let cfg = NodeConfig::new(
+        NodeId(2),
+        vec![ShardPlacement { shard: 0, replicas: vec![NodeId(1), NodeId(2)], initial_leader: NodeId(1) }],
+        b.path().join("replication"),
+    );
+    let mut runtime = ShardRuntime::open(&follower, &cfg, &cfg.placements[0], 0).unwrap();
+    let net = crate::transport::channel::ChannelNet::new();
+    let (mut transport, _inbox) = net.join(NodeId(2), 16);
+    let actions = vec![
+        Action::SnapshotBegin { seq: file.seq, len: file.len },
+        Action::SnapshotWrite { offset: 0, bytes },
+        Action::SnapshotInstall { seq: file.seq, keep_through: 1 },
+    ];
+    runtime.execute(&follower, &mut transport, actions);
+    let status = runtime.status(&follower);
+    assert_eq!((status.failed.clone(), status.snapshots_refused, status.end), (None, 1, 1), "{status:?}");
+    assert_eq!(epoch_file::load(&cfg.state_dir, 0).unwrap().unwrap().install, None);
+    assert!(follower.item("own").is_some(), "the store is as it was");
+}

@@ -33,6 +33,8 @@ pub struct ShardStatus {
     pub history: Vec<(u64, u64)>,
     /// Records of a divergent tail this replica moved to `divergent/` (for reconciliation).
     pub set_aside_records: u64,
+    /// Snapshots the leader shipped that failed their checks here.
+    pub snapshots_refused: u64,
     /// Why this replica stopped, if it did.
     pub failed: Option<String>,
 }

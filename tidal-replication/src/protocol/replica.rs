@@ -58,6 +58,10 @@ impl Replica {
         (Replica { node, cfg, role: Role::Leader(leader) }, out)
     }
 
+    pub fn config(&self) -> &LeaderConfig {
+        &self.cfg
+    }
+
     pub fn node(&self) -> NodeId {
         self.node
     }
