@@ -98,13 +98,14 @@ impl ClusterView for NodeView {
     }
 
     fn epoch_at(&self, shard: u32, seq: u64) -> Option<u64> {
-        self.node.status().shards.iter().find(|s| s.shard == shard)?.epoch_at(seq)
+        self.node.with_status(|status| status.shards.iter().find(|s| s.shard == shard)?.epoch_at(seq))
     }
 
     fn leading_epoch(&self, shard: u32) -> Option<u64> {
-        let status = self.node.status();
-        let s = status.shards.iter().find(|s| s.shard == shard)?;
-        (s.role == "leader").then_some(s.epoch)
+        self.node.with_status(|status| {
+            let s = status.shards.iter().find(|s| s.shard == shard)?;
+            (s.role == "leader").then_some(s.epoch)
+        })
     }
 
     fn default_ack(&self) -> AckMode {

@@ -144,6 +144,12 @@ impl ReplicationNode {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// `f` of the last published status, without copying it (the request paths look up an
+    /// epoch per shard on every request).
+    pub fn with_status<R>(&self, f: impl FnOnce(&NodeStatus) -> R) -> R {
+        f(&self.status.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Makes this node the leader of `shard` under a new epoch (it recovers first).
     pub fn promote(&self, shard: u32) -> Result<(), NodeError> {
         self.ask(|reply| Event::Promote(shard, reply))
