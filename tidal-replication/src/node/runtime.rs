@@ -331,40 +331,39 @@ impl ShardRuntime {
             }
             Action::SnapshotBegin { seq, len } => self.staging.begin(seq, len)?,
             Action::SnapshotWrite { offset, bytes } => self.staging.write(offset, &bytes)?,
-            Action::SnapshotInstall { seq, keep_through } => {
-                let bytes = self.staging.finish(seq)?;
-                // The history through the snapshot is only in the machine: record it first.
-                let history = self.replica.history().starts().to_vec();
-                self.record.install = Some(PendingInstall { seq, history });
-                self.store()?;
-                let (installed, aside) = match db.install_snapshot(self.shard, bytes, keep_through) {
-                    Ok(done) => done,
-                    // Refused by its checks, before anything changed: stay as we were and
-                    // let the leader learn our real position (it sends another).
-                    Err(e) if matches!(e.kind(), ErrorKind::Corruption | ErrorKind::InvalidInput) => {
-                        tracing::error!(shard = self.shard, seq, error = %e, "the leader's snapshot was refused");
-                        self.snapshots_refused += 1;
-                        self.record.install = None;
-                        self.store()?;
-                        return self.reload_follower(db);
-                    }
-                    Err(e) => return Err(format!("install the leader's snapshot through seq {seq}: {e}")),
-                };
-                if installed != seq {
-                    return Err(format!("the staged snapshot covers seq {installed}, not {seq}"));
-                }
-                self.set_aside_records += aside.records;
-                self.record.install = None;
-                self.record.history = self.replica.history().starts().to_vec();
-                self.store()?;
-                tracing::warn!(
-                    shard = self.shard,
-                    seq,
-                    set_aside = aside.records,
-                    "installed the leader's snapshot"
-                );
-            }
+            Action::SnapshotInstall { seq, keep_through } => self.install(db, seq, keep_through)?,
         }
+        Ok(())
+    }
+
+    /// Installs the staged snapshot through `seq` (see [`Action::SnapshotInstall`]).
+    fn install(&mut self, db: &Db, seq: u64, keep_through: u64) -> Result<(), String> {
+        let bytes = self.staging.finish(seq)?;
+        // The history through the snapshot is only in the machine: record it first.
+        let history = self.replica.history().starts().to_vec();
+        self.record.install = Some(PendingInstall { seq, history });
+        self.store()?;
+        let (installed, aside) = match db.install_snapshot(self.shard, bytes, keep_through) {
+            Ok(done) => done,
+            // Refused by its checks, before anything changed: stay as we were and let the
+            // leader learn our real position (it sends another).
+            Err(e) if matches!(e.kind(), ErrorKind::Corruption | ErrorKind::InvalidInput) => {
+                tracing::error!(shard = self.shard, seq, error = %e, "the leader's snapshot was refused");
+                self.snapshots_refused += 1;
+                self.record.install = None;
+                self.store()?;
+                return self.reload_follower(db);
+            }
+            Err(e) => return Err(format!("install the leader's snapshot through seq {seq}: {e}")),
+        };
+        if installed != seq {
+            return Err(format!("the staged snapshot covers seq {installed}, not {seq}"));
+        }
+        self.set_aside_records += aside.records;
+        self.record.install = None;
+        self.record.history = self.replica.history().starts().to_vec();
+        self.store()?;
+        tracing::warn!(shard = self.shard, seq, set_aside = aside.records, "installed the leader's snapshot");
         Ok(())
     }
 
