@@ -197,6 +197,11 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_refuses_peers_of_another_message_set() {
+        assert_eq!(PROTOCOL_VERSION, crate::transport::tcp::handshake::PROTOCOL_VERSION);
+    }
+
+    #[test]
     fn every_message_round_trips() {
         for m in samples() {
             assert_eq!(Message::decode(&m.encode()), Ok(m.clone()), "{}", m.kind());

@@ -45,8 +45,11 @@ use sha2::Sha256;
 use super::frame::{FrameDecoder, encode_frame};
 use crate::transport::NodeId;
 
-/// The wire protocol of this transport. A peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The wire protocol of this transport and of the replication messages it carries: it moves
+/// with `protocol::message::PROTOCOL_VERSION` (a test pins them equal), so a peer speaking
+/// another message set is refused at the handshake, not message by message. 2: snapshot
+/// installs.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Longest cluster id, in bytes.
 pub const CLUSTER_ID_BYTES_MAX: usize = 255;
