@@ -14,17 +14,23 @@ fn options(node: u32) -> Options {
     }
 }
 
-/// A leader's snapshot through seq 40, and a follower whose record names its install as
-/// pending with the leader's history; `install` says whether the store performed it.
-fn open_after(install: bool) -> Vec<(u64, u64)> {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = Db::open(a.path(), options(1)).unwrap();
+/// A leader store in `dir` with 40 signals and a snapshot through them: its file and bytes.
+fn leader_snapshot(dir: &std::path::Path) -> (tidal::SnapshotFile, Vec<u8>) {
+    let leader = Db::open(dir, options(1)).unwrap();
     leader
         .write_batch((0..40).map(|i| Signal::new("u", format!("i{i}"), SignalKind::Like)).collect())
         .unwrap();
     leader.snapshot().unwrap();
     let file = leader.latest_snapshot(0).unwrap().unwrap();
     let bytes = leader.read_snapshot(0, file.seq, 0, file.len as usize).unwrap();
+    (file, bytes)
+}
+
+/// A leader's snapshot through seq 40, and a follower whose record names its install as
+/// pending with the leader's history; `install` says whether the store performed it.
+fn open_after(install: bool) -> Vec<(u64, u64)> {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, bytes) = leader_snapshot(a.path());
     let follower = Db::open(b.path(), options(2)).unwrap();
     // Its own log runs past seq 20, where the leader's history has epoch 3 begin.
     follower
@@ -65,13 +71,7 @@ fn a_pending_install_the_store_never_performed_is_dropped() {
 #[test]
 fn a_shipped_snapshot_that_fails_its_checks_is_refused_and_the_replica_goes_on() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = Db::open(a.path(), options(1)).unwrap();
-    leader
-        .write_batch((0..40).map(|i| Signal::new("u", format!("i{i}"), SignalKind::Like)).collect())
-        .unwrap();
-    leader.snapshot().unwrap();
-    let file = leader.latest_snapshot(0).unwrap().unwrap();
-    let mut bytes = leader.read_snapshot(0, file.seq, 0, file.len as usize).unwrap();
+    let (file, mut bytes) = leader_snapshot(a.path());
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     let follower = Db::open(b.path(), options(2)).unwrap();
