@@ -16,9 +16,20 @@ use support::TestServer;
 
 const NOW_MS: i64 = 1_700_000_000_000;
 
+/// Far beyond any stall of a loaded machine: a test that is not about timeouts must not
+/// see one. (With 500 ms, a stall of the test server under load turned the malformed feed's
+/// single request into a timeout and a retry, and "parse errors are not retried" failed.)
+const TIMEOUT_MS: u64 = 60_000;
+/// The timeout test's: far below the `/slow` route's sleep, so that every attempt times out.
+const SHORT_TIMEOUT_MS: u64 = 500;
+
 fn fetcher() -> HttpFetcher {
+    fetcher_with_timeout(TIMEOUT_MS)
+}
+
+fn fetcher_with_timeout(timeout_ms: u64) -> HttpFetcher {
     HttpFetcher::new(FetchOptions {
-        timeout_ms: 500,
+        timeout_ms,
         retries: 2,
         backoff_ms: 20,
         per_host_max: 2,
@@ -157,7 +168,7 @@ fn timeout_is_recorded_and_others_still_refresh() {
     let slow = add(&cat, &server.url("/slow"));
     let good = add(&cat, &server.url("/feeds/atom_xhtml.atom"));
     let missing = add(&cat, "file:///nonexistent/forage/feed.xml");
-    let reports = refresh_all(&mut cat, &fetcher(), NOW_MS).expect("refresh");
+    let reports = refresh_all(&mut cat, &fetcher_with_timeout(SHORT_TIMEOUT_MS), NOW_MS).expect("refresh");
     assert_eq!(reports.len(), 3);
     let slow_src = cat.get_source(slow).expect("get").expect("slow");
     assert!(slow_src.last_error.as_deref().is_some_and(|e| e.contains("timed out")), "{slow_src:?}");
