@@ -282,9 +282,24 @@ pub fn rank(
     now_ms: u64,
     keep: usize,
 ) -> Vec<Ranked> {
+    rank_with_pool(candidates, source, scorer, now_ms, keep, 0).0
+}
+
+/// [`rank`], and the best `pool` candidates (at least the kept ones, at most the exactly
+/// scored shortlist) as `(exact score, index in candidates)`, best first: the competitors of
+/// the item-level propensity estimate ([`crate::bandit::item_choice`]). The kept items are
+/// the pool's first ones, in the same order.
+pub fn rank_with_pool(
+    candidates: &[Candidate<'_>],
+    source: &Arc<str>,
+    scorer: &Scorer<'_>,
+    now_ms: u64,
+    keep: usize,
+    pool: usize,
+) -> (Vec<Ranked>, Vec<(f64, u32)>) {
     let keep = keep.min(RANKED_MAX);
     if keep == 0 {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let check = !scorer.dismissed.is_empty();
     let allowed = |c: &Candidate<'_>| !check || !scorer.dismissed.contains(&**c.id);
@@ -307,9 +322,14 @@ pub fn rank(
             .map(|(i, c)| (scorer.score(c, now_ms), i as u32))
             .collect(),
     };
-    select_best(&mut scored, keep);
+    select_best(&mut scored, keep.max(pool));
     scored.sort_unstable_by(best_first);
-    scored.into_iter().map(|(_, i)| scorer.ranked(&candidates[i as usize], source, now_ms)).collect()
+    let ranked = scored
+        .iter()
+        .take(keep)
+        .map(|&(_, i)| scorer.ranked(&candidates[i as usize], source, now_ms))
+        .collect();
+    (ranked, scored)
 }
 
 /// Best first; equal scores keep input order (the index breaks ties).

@@ -276,4 +276,14 @@ fn the_feature_pass_shortlists_the_exact_best_items() {
     let two_pass = rank(&candidates, &source, &Scorer::new(&profile, dims, Some(&projection)), now, 20);
     assert_eq!(ids(&two_pass), ids(&exact));
     assert!(exact.iter().any(|r| r.similarity > 0.1), "the taste term matters here: {exact:?}");
+    // The pool of the item-level propensities: best first by the exact score, starting with
+    // the kept items in their order.
+    let scorer = Scorer::new(&profile, dims, Some(&projection));
+    let (kept, pool) = rank_with_pool(&candidates, &source, &scorer, now, 20, 64);
+    assert_eq!((ids(&kept), pool.len()), (ids(&two_pass), 64));
+    assert!(pool.windows(2).all(|w| w[0].0 >= w[1].0), "not best first");
+    for (r, (score, i)) in kept.iter().zip(&pool) {
+        assert_eq!(r.id, *candidates[*i as usize].id);
+        assert!((r.score - score).abs() < 1e-4, "{} vs {score}", r.score);
+    }
 }

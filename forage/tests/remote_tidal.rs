@@ -115,8 +115,20 @@ fn user_summary(store: &dyn TidalAccess) {
 
 fn bandit_round_trip(store: &dyn TidalAccess) {
     let shown = vec![
-        Shown { item: "it-5".into(), source: "src-a".into(), propensity: 0.5, position: 0 },
-        Shown { item: "it-6".into(), source: "src-b".into(), propensity: 0.25, position: 1 },
+        Shown {
+            item: "it-5".into(),
+            source: "src-a".into(),
+            propensity: 0.5,
+            position: 0,
+            ..Shown::default()
+        },
+        Shown {
+            item: "it-6".into(),
+            source: "src-b".into(),
+            propensity: 0.25,
+            position: 1,
+            ..Shown::default()
+        },
     ];
     let acks = log_impressions(store, USER, "feed-1", POLICY_THOMPSON, &shown).expect("log impressions");
     assert_eq!(acks.len(), 4, "each shown item logs an impression and a counter impression");

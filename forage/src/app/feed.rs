@@ -1,9 +1,10 @@
 //! The feed: candidates per source from the in-memory index (minus everything the user
 //! was already shown: the seen state of `app::users`), ranked inside each source
 //! ([`crate::rank`], with the user's taste and the content bandit's draw), slots allocated
-//! across sources by Thompson sampling ([`crate::bandit::plan_feed`]), every shown item
-//! logged to Tidal as an impression with its propensity and the page's context id, then
-//! marked seen.
+//! across sources by Thompson sampling ([`crate::bandit::plan_feed`]), every shown item's
+//! item-level propensity estimated ([`crate::bandit::item_choice`], over the best
+//! candidates of its source), every shown item logged to Tidal as an impression with its
+//! propensities and the page's context id, then marked seen.
 //!
 //! Paging: a page's `next_cursor` is its context id (`app::contexts`); an unknown or
 //! forgotten cursor is [`AppError::Gone`] (HTTP 410). When no unseen item is left, the page
@@ -20,7 +21,8 @@ use super::index::{CandidateIndex, IndexHandle};
 use super::users::{self, UserEntry};
 use super::views::{ItemView, ItemViews};
 use super::{AppError, Forage};
-use crate::bandit::{self, ArmCandidates};
+use crate::bandit::item_choice::{self, CONTENT_DRAWS, ContentDraws};
+use crate::bandit::{self, ArmCandidates, ItemLevel};
 use crate::rank::{self, Candidate};
 
 /// Items on a page unless the request says otherwise.
@@ -56,7 +58,10 @@ pub struct FeedItem {
     #[serde(flatten)]
     pub item: ItemView,
     pub position: u32,
+    /// Probability that the slot went to the item's source.
     pub propensity: f64,
+    /// Probability that the slot went to this item (see [`crate::bandit::item_choice`]).
+    pub item_propensity: f64,
     pub score: f64,
     /// The bandit arm (source id) the slot went to.
     pub arm: String,
@@ -112,24 +117,26 @@ impl Forage {
         let t_open = started.elapsed();
         let now = super::now_ms().max(0) as u64;
         let filter = Filter { source: req.source, allowed: allowed.as_ref(), exclude: &exclude };
-        let ranked = {
+        let (ranked, draws) = {
             // One read guard at a time, never held while taking the catalog (`app::index`).
             let index = handle.read();
-            let profile = self.profile(&mut entry, &index);
-            arm_candidates(&index, slots, &filter, &mut entry, &profile, now)
+            let (profile, draws) = self.profile(&mut entry, &index);
+            (arm_candidates(&index, slots, &filter, &mut entry, &profile, now), draws)
         };
         let t_rank = started.elapsed();
         let arm_names: Vec<&str> = ranked.arms.iter().map(|a| a.arm.as_str()).collect();
         let posteriors = bandit::read_posteriors(self.store.as_ref(), &user, &arm_names)?;
-        let mut shown = {
+        let (mut shown, allocation) = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             let rule = self.config.diversity;
-            bandit::plan_feed_with(&ranked.arms, &posteriors, slots, rule, &mut *rng)
+            bandit::plan_feed_allocated(&ranked.arms, &posteriors, slots, rule, &mut *rng)
         };
         for s in &mut shown {
             s.position += start;
         }
         let t_plan = started.elapsed();
+        estimate_item_levels(&handle.read(), &ranked, &allocation, &draws, &mut shown);
+        let t_items = started.elapsed();
         if req.preview {
             drop(entry);
             let items = self.feed_items(&shown, &ranked.scores)?;
@@ -153,7 +160,8 @@ impl Forage {
             open_us = t_open.as_micros() as u64,
             rank_us = (t_rank - t_open).as_micros() as u64,
             plan_us = (t_plan - t_rank).as_micros() as u64,
-            log_us = (t_log - t_plan).as_micros() as u64,
+            item_propensity_us = (t_items - t_plan).as_micros() as u64,
+            log_us = (t_log - t_items).as_micros() as u64,
             items_us = (elapsed - t_log).as_micros() as u64,
             "feed page built"
         );
@@ -161,16 +169,23 @@ impl Forage {
         Ok(FeedPage { next_cursor: more.then(|| context.clone()), context, items, exhausted, seen })
     }
 
-    /// The user's taste profile and this request's content-bandit draw.
-    fn profile(&self, entry: &mut UserEntry, index: &CandidateIndex) -> rank::Profile {
+    /// The user's taste profile, this request's content-bandit draw, and the extra draws
+    /// behind the item-level propensities (from their own generator, so that estimating
+    /// them never changes what the page shows).
+    fn profile(&self, entry: &mut UserEntry, index: &CandidateIndex) -> (rank::Profile, ContentDraws) {
         entry.fold_pending(index);
         let mut profile = rank::profile_from_state(&entry.state, |id| index.embedding(id));
-        if let (true, Some(projection)) = (self.config.content_bandit, index.projection()) {
+        let Some(projection) = index.projection() else { return (profile, ContentDraws::default()) };
+        let posterior = entry.model.posterior();
+        if self.config.content_bandit {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            let theta = entry.model.sample(&mut *rng, self.config.exploration);
+            let theta = posterior.sample(&mut *rng, self.config.exploration);
             profile.content = projection.pull_back(&theta);
         }
-        profile
+        let logged = profile.content.as_ref().map(|d| d.theta.as_slice());
+        let mut rng = self.propensity_rng.lock().unwrap_or_else(|p| p.into_inner());
+        let draws = ContentDraws::new(posterior, logged, &mut *rng, self.config.exploration, CONTENT_DRAWS);
+        (profile, draws)
     }
 
     /// The context a request continues (its cursor) or a new one, with the first position
@@ -235,6 +250,7 @@ impl Forage {
                     item,
                     position: s.position,
                     propensity: s.propensity,
+                    item_propensity: s.item_level.map_or(s.propensity, |l| l.propensity),
                     score: scores.get(&s.item).copied().unwrap_or(0.0),
                     arm: s.source.clone(),
                 })
@@ -257,6 +273,11 @@ struct Filter<'a> {
 /// The ranked candidates of every source that has some.
 struct ArmsRanked {
     arms: Vec<ArmCandidates>,
+    /// Per arm, in the same order: its best candidates as `(exact score, freshness, item
+    /// number)`, best first, for the item-level propensities ([`item_choice`]).
+    pools: Vec<Vec<(f64, f64, u32)>>,
+    /// Candidates ranked over all arms.
+    candidates: usize,
     scores: HashMap<String, f64>,
     /// Unseen candidates found, `None` when some source had more than were ranked.
     unseen: Option<usize>,
@@ -280,17 +301,25 @@ fn arm_candidates(
     profile: &rank::Profile,
     now_ms: u64,
 ) -> ArmsRanked {
-    let mut out = ArmsRanked { arms: Vec::new(), scores: HashMap::new(), unseen: Some(0) };
+    let mut out = ArmsRanked {
+        arms: Vec::new(),
+        pools: Vec::new(),
+        candidates: 0,
+        scores: HashMap::new(),
+        unseen: Some(0),
+    };
     let UserEntry { state, touched, .. } = entry;
     touched.sync(state, index);
     let scorer = rank::Scorer::new(profile, index.dims(), index.projection());
     // One buffer for every source: candidates borrow ids and vectors from the index.
     let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(CANDIDATES_PER_ARM_MAX + 1);
+    let mut candidate_numbers: Vec<u32> = Vec::with_capacity(CANDIDATES_PER_ARM_MAX + 1);
     for (source_id, numbers) in index.sources() {
         if filter.source.is_some_and(|s| s != source_id) {
             continue;
         }
         candidates.clear();
+        candidate_numbers.clear();
         for &n in numbers {
             let id = index.id(n);
             if (touched.may_hide(n) && state.is_hidden(id))
@@ -306,6 +335,7 @@ fn arm_candidates(
                 embedding: index.row(n),
                 features: index.feature_row(n),
             });
+            candidate_numbers.push(n);
             if candidates.len() > CANDIDATES_PER_ARM_MAX {
                 break;
             }
@@ -318,8 +348,14 @@ fn arm_candidates(
             continue;
         }
         candidates.truncate(CANDIDATES_PER_ARM_MAX);
+        out.candidates += candidates.len();
         let arm: Arc<str> = Arc::from(source_id.to_string());
-        let ranked = rank::rank(&candidates, &arm, &scorer, now_ms, slots);
+        let pool = item_choice::pool_size(slots);
+        let (ranked, pool) = rank::rank_with_pool(&candidates, &arm, &scorer, now_ms, slots, pool);
+        let entry = |(s, i): (f64, u32)| {
+            (s, rank::freshness(candidates[i as usize].published_ms, now_ms), candidate_numbers[i as usize])
+        };
+        out.pools.push(pool.into_iter().map(entry).collect());
         let items = ranked.iter().map(|r| r.id.to_string()).collect();
         // Freshness is left out of the slot offsets: it says when, not how good.
         let scores = ranked.iter().map(|r| r.score - r.freshness).collect();
@@ -327,4 +363,44 @@ fn arm_candidates(
         out.arms.push(ArmCandidates { arm: arm.to_string(), items, scores });
     }
     out
+}
+
+/// Sets every shown item's item-level decision ([`crate::bandit::item_choice`]): the
+/// probability of the item for its slot (and within its source), the candidates left at
+/// its step, and the content-greedy policy's probability of it. An arm's `k`-th item on the
+/// page is its pool's `k`-th entry (the pool starts with the kept items, in order).
+fn estimate_item_levels(
+    index: &CandidateIndex,
+    ranked: &ArmsRanked,
+    allocation: &bandit::Allocation,
+    draws: &ContentDraws,
+    shown: &mut [bandit::Shown],
+) {
+    let pools: Vec<item_choice::ArmPool<'_>> = ranked
+        .pools
+        .iter()
+        .map(|pool| item_choice::ArmPool {
+            scores: pool.iter().map(|e| e.0).collect(),
+            freshness: pool.iter().map(|e| e.1).collect(),
+            features: pool.iter().map(|e| index.feature_row(e.2)).collect(),
+        })
+        .collect();
+    let estimates = item_choice::item_propensities(&pools, allocation, draws);
+    for s in shown {
+        let Some(e) = estimates.get(s.step as usize) else { continue };
+        debug_assert_eq!(
+            ranked
+                .pools
+                .get(allocation.choices[s.step as usize].arm)
+                .and_then(|p| p.get(s.rank as usize))
+                .map(|e| &**index.id(e.2)),
+            Some(s.item.as_str())
+        );
+        s.item_level = Some(ItemLevel {
+            propensity: e.propensity,
+            within: e.within,
+            candidates: ranked.candidates.saturating_sub(s.step as usize).try_into().unwrap_or(u32::MAX),
+            greedy: e.greedy,
+        });
+    }
 }

@@ -67,6 +67,8 @@ pub use views::{ItemLabelView, ItemView, SourceView};
 pub const USER_DEFAULT: &str = "me";
 /// Longest user id accepted.
 pub const USER_BYTES_MAX: usize = 64;
+/// Mixed into [`Config::seed`] to seed the propensity estimate's own generator.
+const PROPENSITY_SEED_SALT: u64 = 0x1b5_d1ce;
 /// How often the schedule looks for sources due for a refresh.
 pub const SCHEDULE_TICK: Duration = Duration::from_secs(30);
 
@@ -208,6 +210,9 @@ pub struct Forage {
     users: users::Users,
     contexts: contexts::Contexts,
     rng: Mutex<StdRng>,
+    /// The draws behind item-level propensities only (`bandit::item_choice`): apart from
+    /// `rng`, so that estimating propensities never changes what the feed shows.
+    propensity_rng: Mutex<StdRng>,
     /// Bumped when items leave the catalog (the candidate index is rebuilt before use).
     generation: Arc<AtomicU64>,
     index_source: index::IndexSource,
@@ -229,9 +234,9 @@ impl Forage {
         })?;
         check_user(&config.user)?;
         let catalog = Arc::new(Mutex::new(Catalog::open(&catalog_path(&config.data_dir))?));
-        let rng = match config.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
+        let (rng, propensity_rng) = match config.seed {
+            Some(seed) => (StdRng::seed_from_u64(seed), StdRng::seed_from_u64(seed ^ PROPENSITY_SEED_SALT)),
+            None => (StdRng::from_os_rng(), StdRng::from_os_rng()),
         };
         let fetcher = HttpFetcher::new(config.fetch.clone());
         let index_source =
@@ -247,6 +252,7 @@ impl Forage {
             users: users::Users::default(),
             contexts: contexts::Contexts::default(),
             rng: Mutex::new(rng),
+            propensity_rng: Mutex::new(propensity_rng),
             generation: Arc::new(AtomicU64::new(0)),
             index_source,
             metrics: stats::Metrics::default(),

@@ -4,7 +4,8 @@
 //!
 //! Owns [`Projection`] (embedding → [`DIMS`] features: [`DIMS`]−1 Gaussian random
 //! projections, Johnson–Lindenstrauss style, plus a constant bias feature) and
-//! [`LinearThompson`] (the ridge-regression posterior of one user).
+//! [`LinearThompson`] (the ridge-regression posterior of one user) with [`LinearPosterior`]
+//! (the same posterior factorised, for several draws per request).
 //!
 //! Model: the like-probability of an item with features `z` is about `θ·z`. With
 //! `A = λI + Σ z zᵀ` over every item the user was exposed to and `b = Σ r z` over their
@@ -131,19 +132,81 @@ impl LinearThompson {
 
     /// The posterior mean `A⁻¹b`.
     pub fn mean(&self) -> Vec<f32> {
-        let l = cholesky(&self.a);
-        let y = solve_lower(&l, &self.b);
-        solve_upper_transposed(&l, &y).into_iter().map(|x| x as f32).collect()
+        self.posterior().mean()
     }
 
     /// One draw `θ̃ ~ N(A⁻¹b, v² A⁻¹)`.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, v: f64) -> Vec<f32> {
+        self.posterior().sample(rng, v)
+    }
+
+    /// The posterior factorised once, for several draws (one Cholesky factorisation, then
+    /// two triangular solves per draw).
+    pub fn posterior(&self) -> LinearPosterior {
         let l = cholesky(&self.a);
         let mean = solve_upper_transposed(&l, &solve_lower(&l, &self.b));
+        LinearPosterior { l, mean }
+    }
+}
+
+/// A [`LinearThompson`] posterior with its design matrix factorised: `A = L Lᵀ`.
+#[derive(Clone, Debug)]
+pub struct LinearPosterior {
+    l: Vec<f64>,
+    mean: Vec<f64>,
+}
+
+impl LinearPosterior {
+    /// The posterior mean `A⁻¹b`.
+    pub fn mean(&self) -> Vec<f32> {
+        self.mean.iter().map(|x| *x as f32).collect()
+    }
+
+    /// One draw `θ̃ ~ N(A⁻¹b, v² A⁻¹)`: [`DIMS`] standard normals from `rng`, nothing else.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, v: f64) -> Vec<f32> {
+        self.sample_with_noise(rng, v).0
+    }
+
+    /// [`LinearPosterior::sample`], and the standard normals `ε` it was made of:
+    /// `θ̃ = A⁻¹b + v L⁻ᵀ ε`.
+    pub fn sample_with_noise<R: Rng + ?Sized>(&self, rng: &mut R, v: f64) -> (Vec<f32>, Vec<f64>) {
         let eps: Vec<f64> = (0..DIMS).map(|_| standard_normal(rng)).collect();
         // With A = L Lᵀ, u = L⁻ᵀ ε has covariance L⁻ᵀ L⁻¹ = A⁻¹.
-        let u = solve_upper_transposed(&l, &eps);
-        mean.iter().zip(u).map(|(m, u)| (m + v * u) as f32).filter(|x| x.is_finite()).collect()
+        let u = solve_upper_transposed(&self.l, &eps);
+        let theta =
+            self.mean.iter().zip(u).map(|(m, u)| (m + v * u) as f32).filter(|x| x.is_finite()).collect();
+        (theta, eps)
+    }
+
+    /// `L⁻¹ x` for a vector of [`DIMS`] entries (empty for another length). Sums in
+    /// another order than the draws' solves (four lanes, so it vectorises): equal up to
+    /// rounding, and never used for a draw, so what a page shows does not depend on it.
+    pub fn solve_l(&self, x: &[f64]) -> Vec<f64> {
+        if x.len() != DIMS {
+            return Vec::new();
+        }
+        let n = DIMS;
+        let mut y = vec![0.0; n];
+        for i in 0..n {
+            y[i] = (x[i] - dot_f64(&self.l[i * n..i * n + i], &y[..i])) / self.l[i * n + i];
+        }
+        y
+    }
+
+    /// `L⁻ᵀ y` for a vector of [`DIMS`] entries (empty for another length), column by column
+    /// (rows of `L` are contiguous), as [`LinearPosterior::solve_l`].
+    pub fn solve_lt(&self, y: &[f64]) -> Vec<f64> {
+        if y.len() != DIMS {
+            return Vec::new();
+        }
+        let n = DIMS;
+        let (mut rest, mut u) = (y.to_vec(), vec![0.0; n]);
+        for i in (0..n).rev() {
+            u[i] = rest[i] / self.l[i * n + i];
+            let ui = u[i];
+            rest[..i].iter_mut().zip(&self.l[i * n..i * n + i]).for_each(|(r, l)| *r -= l * ui);
+        }
+        u
     }
 }
 
@@ -167,6 +230,19 @@ fn cholesky(a: &[f64]) -> Vec<f64> {
         }
     }
     l
+}
+
+/// Dot product of two equally long f64 slices in four lanes.
+fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (a_chunks, b_chunks) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Solves `L y = x` for lower-triangular `L`.
@@ -257,6 +333,21 @@ mod tests {
             (0..200).map(|_| crate::rank::dot_f32(&fresh.sample(&mut rng, 1.0), &zg)).collect();
         let var = |xs: &[f32]| xs.iter().map(|x| x * x).sum::<f32>() / xs.len() as f32;
         assert!(var(&spread) > 10.0 * var(&draws.iter().map(|d| d - m).collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn the_lane_solves_match_the_draws_solves() {
+        let mut model = LinearThompson::default();
+        for seed in 0..50 {
+            model.observe(&unit(seed, DIMS), true, 1.0);
+        }
+        let posterior = model.posterior();
+        let x: Vec<f64> = unit(99, DIMS).into_iter().map(f64::from).collect();
+        let close =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-9 * (1.0 + b.abs()));
+        assert!(close(&posterior.solve_l(&x), &solve_lower(&posterior.l, &x)));
+        assert!(close(&posterior.solve_lt(&x), &solve_upper_transposed(&posterior.l, &x)));
+        assert!(posterior.solve_l(&x[..3]).is_empty() && posterior.solve_lt(&[]).is_empty());
     }
 
     #[test]

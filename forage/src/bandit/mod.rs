@@ -6,7 +6,19 @@
 //! Arms are opaque names: a source id, or a label written as e.g. `label:{name}` when labels
 //! are explored too. Submodules: [`beta`] (the sampler), [`thompson`] (choices, slot
 //! allocation, propensities, feed planning), [`linear`] (the contextual bandit over item
-//! content: linear Thompson sampling on projected embeddings), [`ips`] (offline evaluation).
+//! content: linear Thompson sampling on projected embeddings), [`item_choice`] (the
+//! item-level propensity: which of a source's candidates its turn went to), [`ips`]
+//! (offline evaluation).
+//!
+//! # What an impression logs
+//!
+//! Attributes [`ATTR_PROPENSITY`] (the source-level probability of the slot's source choice,
+//! logged since the first version), [`ATTR_POSITION`] and [`ATTR_POLICY`]; and, from the
+//! feed since the item-level estimate exists, [`ATTR_ITEM_PROPENSITY`],
+//! [`ATTR_WITHIN_PROPENSITY`], [`ATTR_CANDIDATES`] and [`ATTR_GREEDY_PROPENSITY`] (see
+//! [`item_choice`]). Readers take an
+//! impression without the item-level attributes as an older log: its source-level
+//! propensity stands in ([`ips::read_logs`]).
 //!
 //! # Reward model (what a posterior counts)
 //!
@@ -36,6 +48,7 @@
 
 pub mod beta;
 pub mod ips;
+pub mod item_choice;
 pub mod linear;
 pub mod thompson;
 
@@ -47,8 +60,8 @@ use crate::store::{StoreError, TidalAccess};
 
 pub use ips::{EvalReport, LoggedImpression, Logs, evaluate, read_logs};
 pub use thompson::{
-    ArmCandidates, SlotChoice, allocate_slots, allocate_slots_with, arm_probabilities, choose_arm, plan_feed,
-    plan_feed_with,
+    Allocation, ArmCandidates, SlotChoice, allocate, allocate_slots, allocate_slots_with, arm_probabilities,
+    choose_arm, plan_feed, plan_feed_allocated, plan_feed_with,
 };
 
 /// Prior successes of every arm: Beta(1, 1) is uniform over the like-probability.
@@ -59,6 +72,16 @@ pub const PRIOR_BETA: f64 = 1.0;
 pub const POLICY_THOMPSON: &str = "thompson";
 /// Attribute holding the probability with which the policy chose the item's arm.
 pub const ATTR_PROPENSITY: &str = "propensity";
+/// Attribute holding the probability with which the policy chose the item itself for its
+/// slot (its arm's choice and the item's within the arm, together: [`item_choice`]).
+pub const ATTR_ITEM_PROPENSITY: &str = "item_propensity";
+/// Attribute holding the probability that the arm's turn went to this item.
+pub const ATTR_WITHIN_PROPENSITY: &str = "within_propensity";
+/// Attribute holding the number of candidates (over all arms) the slot was chosen from.
+pub const ATTR_CANDIDATES: &str = "candidates";
+/// Attribute holding the probability that the content-greedy policy (the feed ranking by
+/// the content model's mean instead of a draw) would have chosen this item for the slot.
+pub const ATTR_GREEDY_PROPENSITY: &str = "greedy_propensity";
 /// Attribute holding the item's 0-based position in the feed.
 pub const ATTR_POSITION: &str = "position";
 /// Attribute naming the policy that chose the item.
@@ -165,7 +188,7 @@ pub fn read_posteriors(
 }
 
 /// One item shown in a feed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Shown {
     pub item: String,
     /// The arm (source) the item was drawn from.
@@ -174,6 +197,28 @@ pub struct Shown {
     pub propensity: f64,
     /// 0-based position in the feed.
     pub position: u32,
+    /// 0-based order in which the page's slots were decided (positions are rearranged
+    /// afterwards by the diversity rule).
+    pub step: u32,
+    /// Items the arm gave on this page before this one: the item is the arm's candidate of
+    /// this rank.
+    pub rank: u32,
+    /// The item-level decision, when estimated; `None` logs the arm-level propensity alone.
+    pub item_level: Option<ItemLevel>,
+}
+
+/// The item-level side of a slot's decision ([`item_choice`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ItemLevel {
+    /// Probability with which the policy chose this item for this slot, in (0, 1].
+    pub propensity: f64,
+    /// Probability that the arm's turn went to this item, in (0, 1].
+    pub within: f64,
+    /// Candidates over all arms the slot was chosen from.
+    pub candidates: u32,
+    /// Probability that the content-greedy policy chooses this item for this slot, in
+    /// [0, 1] (`None`: no content model).
+    pub greedy: Option<f64>,
 }
 
 fn check_context(context: &str) -> Result<(), BanditError> {
@@ -184,9 +229,10 @@ fn check_context(context: &str) -> Result<(), BanditError> {
 }
 
 /// Logs every shown item as an `impression` of `user` with attrs `propensity`, `position` and
-/// `policy`, the request's `context` id and the idempotency key `imp:{context}:{position}` (a
-/// retried request logs once), plus one counter impression per item (see the module docs).
-/// Everything is validated before anything is written.
+/// `policy` (and the item-level ones when estimated, see the module docs), the request's
+/// `context` id and the idempotency key `imp:{context}:{position}` (a retried request logs
+/// once), plus one counter impression per item (see the module docs). Everything is
+/// validated before anything is written.
 pub fn log_impressions(
     store: &dyn TidalAccess,
     user: &str,
@@ -209,6 +255,21 @@ pub fn log_impressions(
         attrs.insert(ATTR_PROPENSITY.to_owned(), s.propensity.to_string());
         attrs.insert(ATTR_POSITION.to_owned(), s.position.to_string());
         attrs.insert(ATTR_POLICY.to_owned(), policy.to_owned());
+        if let Some(level) = &s.item_level {
+            let probability = |p: f64| p > 0.0 && p <= 1.0;
+            if !probability(level.propensity) || !probability(level.within) {
+                return Err(invalid("item_level", format!("{level:?}: propensities not in (0, 1]")));
+            }
+            if level.greedy.is_some_and(|g| !(0.0..=1.0).contains(&g)) {
+                return Err(invalid("item_level", format!("{level:?}: greedy propensity not in [0, 1]")));
+            }
+            attrs.insert(ATTR_ITEM_PROPENSITY.to_owned(), level.propensity.to_string());
+            attrs.insert(ATTR_WITHIN_PROPENSITY.to_owned(), level.within.to_string());
+            attrs.insert(ATTR_CANDIDATES.to_owned(), level.candidates.to_string());
+            if let Some(greedy) = level.greedy {
+                attrs.insert(ATTR_GREEDY_PROPENSITY.to_owned(), greedy.to_string());
+            }
+        }
         let mut impression = Signal::new(user, &s.item, SignalKind::Impression);
         impression.context = Some(context.to_owned());
         impression.source = Some(s.source.clone());

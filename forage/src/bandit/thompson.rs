@@ -110,10 +110,36 @@ pub fn allocate_slots_with<R: Rng + ?Sized>(
     diversity: Diversity,
     rng: &mut R,
 ) -> Vec<SlotChoice> {
+    allocate(posteriors, capacity, offset, slots, diversity, rng).choices
+}
+
+/// What [`allocate`] decided, and what its propensities were estimated from (the item-level
+/// estimate of [`super::item_choice`] reuses both).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Allocation {
+    pub choices: Vec<SlotChoice>,
+    /// Arms considered (at most [`ARMS_MAX`]).
+    pub arms: usize,
+    /// `rounds[r * arms + a]`: arm `a`'s posterior draw in Monte-Carlo round `r`.
+    pub rounds: Vec<f64>,
+    /// `available[step][a]`: whether arm `a` could take the slot decided at `step`.
+    pub available: Vec<Vec<bool>>,
+}
+
+/// [`allocate_slots_with`], returning the whole [`Allocation`].
+pub fn allocate<R: Rng + ?Sized>(
+    posteriors: &[Posterior],
+    capacity: &[usize],
+    offset: &dyn Fn(usize, usize) -> f64,
+    slots: usize,
+    diversity: Diversity,
+    rng: &mut R,
+) -> Allocation {
     let mut left = capacity[..capacity.len().min(ARMS_MAX)].to_vec();
     let arms = left.len();
     let slots = slots.min(FEED_SLOTS_MAX);
     let mut choices = Vec::with_capacity(slots.min(left.iter().sum()));
+    let mut available_at = Vec::with_capacity(choices.capacity());
     // rounds[r * arms + a]: arm a's posterior draw in Monte-Carlo round r.
     let rounds: Vec<f64> = (0..PROPENSITY_DRAWS)
         .flat_map(|_| (0..arms).map(|a| posterior_of(posteriors, a)).collect::<Vec<_>>())
@@ -148,17 +174,22 @@ pub fn allocate_slots_with<R: Rng + ?Sized>(
         left[arm] -= 1;
         taken[arm] += 1;
         choices.push(SlotChoice { arm, propensity });
+        available_at.push(available);
     }
-    choices
+    Allocation { choices, arms, rounds, available: available_at }
 }
 
 /// Offsets that are not finite count as 0.
-fn sanitize_offset(x: f64) -> f64 {
+pub(super) fn sanitize_offset(x: f64) -> f64 {
     if x.is_finite() { x } else { 0.0 }
 }
 
 /// The available arm with the highest `value(arm) + offsets[arm]` (ties: the lowest index).
-fn best_arm(available: &[bool], offsets: &[f64], mut value: impl FnMut(usize) -> f64) -> Option<usize> {
+pub(super) fn best_arm(
+    available: &[bool],
+    offsets: &[f64],
+    mut value: impl FnMut(usize) -> f64,
+) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (arm, _) in available.iter().enumerate().filter(|(_, ok)| **ok) {
         let v = value(arm) + offsets[arm];
@@ -194,7 +225,9 @@ pub const ITEM_SCORE_WEIGHT: f64 = 1.0;
 /// A feed of up to `slots` items: slots are allocated by Thompson sampling, each slot takes
 /// its arm's best item not yet used, then the diversity rule of [`crate::rank::diversify_by`]
 /// reorders them and positions are numbered 0.. in the final order. `posteriors[i]` belongs to
-/// `arms[i]`. The propensity of an item is that of its arm's choice for the slot it filled.
+/// `arms[i]`. The propensity of an item is that of its arm's choice for the slot it filled;
+/// each item also carries the step that decided its slot and its rank in its arm, from which
+/// the caller estimates the item-level propensity ([`super::item_choice`]).
 pub fn plan_feed<R: Rng + ?Sized>(
     arms: &[ArmCandidates],
     posteriors: &[Posterior],
@@ -212,23 +245,43 @@ pub fn plan_feed_with<R: Rng + ?Sized>(
     diversity: Diversity,
     rng: &mut R,
 ) -> Vec<Shown> {
+    plan_feed_allocated(arms, posteriors, slots, diversity, rng).0
+}
+
+/// [`plan_feed_with`], and the [`Allocation`] behind it.
+pub fn plan_feed_allocated<R: Rng + ?Sized>(
+    arms: &[ArmCandidates],
+    posteriors: &[Posterior],
+    slots: usize,
+    diversity: Diversity,
+    rng: &mut R,
+) -> (Vec<Shown>, Allocation) {
     let capacity: Vec<usize> = arms.iter().map(|a| a.items.len()).collect();
     let mut next = vec![0usize; arms.len()];
     let mut shown = Vec::new();
     let offset = |arm: usize, k: usize| arms[arm].scores.get(k).map_or(0.0, |s| ITEM_SCORE_WEIGHT * s);
-    for choice in allocate_slots_with(posteriors, &capacity, &offset, slots, diversity, rng) {
+    let allocation = allocate(posteriors, &capacity, &offset, slots, diversity, rng);
+    for (step, choice) in allocation.choices.iter().enumerate() {
         // Allocation only picks arms with items left, so both indexes are in bounds.
         let arm = &arms[choice.arm];
-        let item = arm.items[next[choice.arm]].clone();
+        let rank = next[choice.arm];
         next[choice.arm] += 1;
-        shown.push(Shown { item, source: arm.arm.clone(), propensity: choice.propensity, position: 0 });
+        shown.push(Shown {
+            item: arm.items[rank].clone(),
+            source: arm.arm.clone(),
+            propensity: choice.propensity,
+            position: 0,
+            step: step as u32,
+            rank: rank as u32,
+            item_level: None,
+        });
     }
     let run = diversity.same_source_run_max.unwrap_or(0);
     let mut shown = crate::rank::diversify_with(shown, run, |s| s.source.as_str());
     for (position, s) in shown.iter_mut().enumerate() {
         s.position = position as u32;
     }
-    shown
+    (shown, allocation)
 }
 
 #[cfg(test)]
@@ -319,5 +372,13 @@ mod tests {
         items.sort();
         assert_eq!(items, ["a1", "a2", "a3", "b1"]);
         assert!(feed.iter().enumerate().all(|(i, s)| s.position == i as u32));
+        // Every step once; an arm's items in rank order.
+        let mut steps: Vec<u32> = feed.iter().map(|s| s.step).collect();
+        steps.sort();
+        assert_eq!(steps, [0, 1, 2, 3]);
+        for s in &feed {
+            let arm = arms.iter().find(|a| a.arm == s.source).expect("arm");
+            assert_eq!(arm.items[s.rank as usize], s.item);
+        }
     }
 }
