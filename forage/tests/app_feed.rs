@@ -1,12 +1,15 @@
 //! The app in-process on an embedded Tidal: a feed request logs every shown item as an
-//! impression with its propensity and context; feedback joins them as rewards; the offline
-//! evaluation reads them back; the seen state keeps every shown item out of later pages,
-//! across restarts; cursors survive restarts; the saved list and the history.
+//! impression with its propensities and context; feedback joins them as rewards; the
+//! offline evaluation reads them back (older logs without item-level propensities too); the
+//! seen state keeps every shown item out of later pages, across restarts; cursors survive
+//! restarts; the saved list and the history.
 
 use std::sync::Arc;
 
 use forage::app::{Config, FeedRequest, FeedbackRequest, Forage, demo, tidal_dir};
+use forage::bandit::{POLICY_THOMPSON, Shown, feedback_signals, log_impressions};
 use forage::embed::LexicalEmbedder;
+use tidal::SignalKind;
 
 fn open(dir: &std::path::Path) -> Arc<Forage> {
     let options = tidal::Options { durability: tidal::Durability::None, ..Default::default() };
@@ -43,14 +46,23 @@ fn impressions_with_propensities_are_in_tidal_after_a_feed_request() {
     assert_eq!(logs.impressions.len(), 10);
     for log in &logs.impressions {
         assert_eq!(log.context, page.context);
-        assert!(log.propensity > 0.0 && log.propensity <= 1.0, "{log:?}");
+        let probability = |p: f64| p > 0.0 && p <= 1.0;
+        assert!(probability(log.propensity) && probability(log.arm_propensity) && log.item_level, "{log:?}");
+        assert!(log.within_propensity.is_some_and(probability), "{log:?}");
+        assert!(log.candidates.is_some_and(|n| n > 10) && log.greedy_propensity.is_some(), "{log:?}");
         assert_eq!(log.reward, 0.0);
     }
-    let mut logged: Vec<(u32, &str, f64)> =
-        logs.impressions.iter().map(|l| (l.position, l.item.as_str(), l.propensity)).collect();
+    let mut logged: Vec<(u32, &str, f64, f64)> = logs
+        .impressions
+        .iter()
+        .map(|l| (l.position, l.item.as_str(), l.arm_propensity, l.propensity))
+        .collect();
     logged.sort_by_key(|l| l.0);
-    let shown: Vec<(u32, &str, f64)> =
-        page.items.iter().map(|i| (i.position, i.item.id.as_str(), i.propensity)).collect();
+    let shown: Vec<(u32, &str, f64, f64)> = page
+        .items
+        .iter()
+        .map(|i| (i.position, i.item.id.as_str(), i.propensity, i.item_propensity))
+        .collect();
     assert_eq!(logged, shown);
 
     let liked = &page.items[3];
@@ -69,6 +81,45 @@ fn impressions_with_propensities_are_in_tidal_after_a_feed_request() {
     assert_eq!(summary.impressions, 10);
     assert!((summary.logged_reward - 0.1).abs() < 1e-9, "{summary:?}");
     assert!(summary.estimates.iter().all(|e| e.ips.is_finite() && e.n > 0), "{summary:?}");
+    assert_eq!(summary.source_level_only, 0);
+    app.shutdown();
+}
+
+#[test]
+fn older_logs_without_item_level_propensities_still_evaluate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    let stamps = app.catalog().item_stamps().expect("stamps");
+    // Logged as before the item-level attributes existed: the source's propensity only.
+    let shown: Vec<Shown> = stamps
+        .iter()
+        .take(8)
+        .enumerate()
+        .map(|(i, s)| Shown {
+            item: s.id.clone(),
+            source: s.source_id.to_string(),
+            propensity: 0.5,
+            position: i as u32,
+            ..Shown::default()
+        })
+        .collect();
+    let store = app.store().as_ref();
+    log_impressions(store, "me", "ctx-old", POLICY_THOMPSON, &shown).expect("log");
+    let like = &shown[2];
+    let signals = feedback_signals("me", &like.item, &like.source, Some("ctx-old"), SignalKind::Like, None)
+        .expect("feedback");
+    store.write(signals).expect("write");
+    let summary = app.evaluate_policies().expect("eval");
+    assert_eq!((summary.impressions, summary.source_level_only), (8, 8), "{summary:?}");
+    let by_name = |name: &str| summary.estimates.iter().find(|e| e.policy == name).expect(name);
+    // The source's propensity stands in: the logging policy's estimate is its like rate.
+    assert!((by_name("logging").ips - 0.125).abs() < 1e-12, "{summary:?}");
+    assert_eq!(by_name("greedy-source").skipped, 0, "source-level policies still score them");
+    assert_eq!(by_name("uniform-sources").n, 8);
+    // Policies that need the newer attributes skip every record, and say so.
+    for name in ["uniform-items", "content-greedy"] {
+        assert_eq!((by_name(name).n, by_name(name).skipped), (0, 8), "{name}: {summary:?}");
+    }
     app.shutdown();
 }
 

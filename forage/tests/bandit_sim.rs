@@ -160,6 +160,12 @@ fn feed_impressions_with_propensities_are_in_tidal_once() {
     assert_eq!(after[arm].alpha, posteriors[arm].alpha + 1.0);
     let logs = read_logs(&db).expect("read logs");
     assert_eq!(logs.impressions.len(), feed.len());
+    // Logged without item-level attributes (as before they existed): the arm's propensity
+    // stands in, and the record says so.
+    for log in &logs.impressions {
+        assert!(!log.item_level && log.candidates.is_none() && log.greedy_propensity.is_none(), "{log:?}");
+        assert_eq!(log.propensity, log.arm_propensity);
+    }
     let rewarded: HashSet<&str> =
         logs.impressions.iter().filter(|l| l.reward > 0.0).map(|l| l.item.as_str()).collect();
     assert_eq!(rewarded, HashSet::from([liked.item.as_str()]));
@@ -192,6 +198,11 @@ fn ips_recovers_the_known_value_of_a_target_policy() {
                 arm: arms[arm].into(),
                 position: 0,
                 propensity: LOGGING[arm],
+                arm_propensity: LOGGING[arm],
+                item_level: true,
+                within_propensity: None,
+                candidates: None,
+                greedy_propensity: None,
                 policy: "logging".into(),
                 reward,
             }

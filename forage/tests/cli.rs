@@ -1,14 +1,41 @@
 //! The one-shot `forage` commands on a data folder the demo set up (lexical embedder, so
-//! it runs in seconds): sources, refresh, labels (with eval), eval, export, and clear
-//! errors for bad input.
+//! it runs in seconds): sources, refresh, labels (with eval), eval (on no logs, then on a
+//! few pages read in-process), export, and clear errors for bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use forage::app::{FeedRequest, FeedbackRequest};
 
 fn forage(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_forage"));
     command.args(args).arg("--data-dir").arg(dir).args(["--embedder", "lexical"]);
     command.output().expect("run forage")
+}
+
+/// Three feed pages of 10 in-process on the folder, liking two items of each, so that
+/// `forage eval` has logs to score.
+fn read_a_few_pages(dir: &Path) {
+    let db = tidal::Db::open(forage::app::tidal_dir(dir), tidal::Options::default()).expect("tidal");
+    let mut config = forage::app::Config::new(dir);
+    config.background = false;
+    config.seed = Some(3);
+    let embedder = Arc::new(forage::embed::LexicalEmbedder::new());
+    let app = forage::app::Forage::open(config, Arc::new(db), embedder).expect("open");
+    for _ in 0..3 {
+        let page = app.feed(&FeedRequest { limit: Some(10), ..FeedRequest::default() }).expect("feed");
+        for item in &page.items[..2] {
+            let like = FeedbackRequest {
+                item: item.item.id.clone(),
+                kind: "like".into(),
+                context: Some(page.context.clone()),
+                ..FeedbackRequest::default()
+            };
+            app.feedback(&like).expect("like");
+        }
+    }
+    app.shutdown();
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
@@ -44,6 +71,15 @@ fn one_shot_commands_on_a_demo_folder() {
     // The demo's terminal preview is not a feed page: it logged no impressions.
     let eval = ok(data, &["eval"]);
     assert!(eval.contains("0 logged impressions") && eval.contains("uniform"), "{eval}");
+    read_a_few_pages(data);
+    let eval = ok(data, &["eval"]);
+    assert!(eval.contains("30 logged impressions, like rate as logged 0.2000"), "{eval}");
+    assert!(!eval.contains("of them are older logs"), "every impression has item-level propensities: {eval}");
+    for policy in ["logging", "uniform-items", "uniform-sources", "greedy-source", "content-greedy"] {
+        let line = eval.lines().find(|l| l.starts_with(&format!("{policy} "))).expect(policy);
+        let n: usize = line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).expect("n");
+        assert_eq!(n, 30, "{policy} scored every impression: {eval}");
+    }
 
     let out = data.join("kto.jsonl");
     ok(data, &["export", "--format", "kto", "--out", out.to_str().expect("utf-8")]);

@@ -2,15 +2,25 @@
 //!
 //! Owns reading the logs back from Tidal ([`read_logs`]) and the estimators ([`evaluate`]).
 //!
-//! A logged impression `i` was shown from arm `a_i` with propensity `p_i` (the logging
-//! policy's probability of choosing `a_i` for that slot); its reward `r_i` is 1 when the
-//! same user liked or clicked the same item with the same context id, else 0. For a target
-//! policy giving probability `π_i` of choosing `a_i` in that slot, with weights
-//! `w_i = π_i / p_i`:
+//! A logged impression `i` is item `x_i` shown from arm `a_i` with propensity `p_i`: the
+//! logging policy's probability of choosing that item for that slot (the arm's probability
+//! times the within-arm one, `super::item_choice`). Its reward `r_i` is 1 when the same user
+//! liked or clicked the same item with the same context id, else 0. For a target policy
+//! giving probability `π_i` of choosing `x_i` in that slot, with weights `w_i = π_i / p_i`:
 //!
 //! * IPS   = Σ w_i r_i / n (unbiased when the propensities are right),
 //! * SNIPS = Σ w_i r_i / Σ w_i (self-normalised: a little biased, much lower variance),
 //! * effective sample size = (Σ w_i)² / Σ w_i².
+//!
+//! Each slot is scored on its own, given what the logging policy had placed before it on
+//! the page (the usual per-slot approximation for a page of several items).
+//!
+//! **Older logs.** Impressions logged before the item-level attributes existed carry the
+//! arm's propensity only. [`read_logs`] then lets it stand in for the item's
+//! (`item_level` false), which is exact when the arm's choice of item was certain and
+//! otherwise overstates the propensity; a target that needs an attribute such a record
+//! lacks (the candidate count, the content-greedy policy's probability) gives it a
+//! probability of NaN, and it is skipped.
 //!
 //! Records whose propensity is not in (0, 1] or whose target probability is not in [0, 1]
 //! are skipped and counted, never used.
@@ -19,7 +29,10 @@ use std::collections::{HashMap, HashSet};
 
 use tidal::{Db, SignalKind};
 
-use super::{ATTR_POLICY, ATTR_POSITION, ATTR_PROPENSITY, COUNTER_USER_PREFIX};
+use super::{
+    ATTR_CANDIDATES, ATTR_GREEDY_PROPENSITY, ATTR_ITEM_PROPENSITY, ATTR_POLICY, ATTR_POSITION,
+    ATTR_PROPENSITY, ATTR_WITHIN_PROPENSITY, COUNTER_USER_PREFIX,
+};
 
 /// Most impressions [`read_logs`] collects; later ones are left out and reported.
 pub const LOGS_MAX: usize = 1_000_000;
@@ -33,7 +46,20 @@ pub struct LoggedImpression {
     /// The arm (source) the item was shown from.
     pub arm: String,
     pub position: u32,
+    /// Probability that the logging policy chose this item for its slot: the logged
+    /// item-level propensity, or in an older log the arm's (see `item_level`).
     pub propensity: f64,
+    /// Probability that the logging policy chose the item's arm for its slot.
+    pub arm_propensity: f64,
+    /// `propensity` was logged for the item (false: an older log; the arm's stands in).
+    pub item_level: bool,
+    /// Probability that the logging policy's arm gave its turn to this item, when logged.
+    pub within_propensity: Option<f64>,
+    /// Candidates over all arms the slot was chosen from, when logged.
+    pub candidates: Option<u32>,
+    /// Probability that the content-greedy policy would have chosen this item for its
+    /// slot, when logged.
+    pub greedy_propensity: Option<f64>,
     pub policy: String,
     /// 1.0 when the user liked or clicked the item in the same context, else 0.0.
     pub reward: f64,
@@ -101,24 +127,12 @@ pub fn read_logs(db: &Db) -> Result<Logs, tidal::Error> {
             if matches!(s.kind, SignalKind::Like | SignalKind::Click) {
                 rewarded.insert((s.user.to_owned(), context.to_owned(), s.item.to_owned()));
             } else if s.kind == SignalKind::Impression {
-                let attrs: HashMap<&str, &str> = s.attrs.iter().copied().collect();
-                let Some(propensity) = attrs.get(ATTR_PROPENSITY).and_then(|p| p.parse().ok()) else {
-                    return Ok(());
-                };
+                let Some(log) = logged_impression(&s, context) else { return Ok(()) };
                 if logs.impressions.len() >= LOGS_MAX {
                     logs.truncated = true;
                     return Ok(());
                 }
-                logs.impressions.push(LoggedImpression {
-                    user: s.user.to_owned(),
-                    context: context.to_owned(),
-                    item: s.item.to_owned(),
-                    arm: s.source.unwrap_or_default().to_owned(),
-                    position: attrs.get(ATTR_POSITION).and_then(|p| p.parse().ok()).unwrap_or(0),
-                    propensity,
-                    policy: attrs.get(ATTR_POLICY).copied().unwrap_or_default().to_owned(),
-                    reward: 0.0,
-                });
+                logs.impressions.push(log);
             }
             Ok(())
         })?;
@@ -129,6 +143,30 @@ pub fn read_logs(db: &Db) -> Result<Logs, tidal::Error> {
         }
     }
     Ok(logs)
+}
+
+/// The impression `s` as a log record (reward 0 until joined), `None` when it carries no
+/// usable `propensity` (not logged by a policy). An `item_propensity` that does not parse
+/// counts as absent: the record is then read as an older log.
+fn logged_impression(s: &tidal::SignalRef<'_>, context: &str) -> Option<LoggedImpression> {
+    let attrs: HashMap<&str, &str> = s.attrs.iter().copied().collect();
+    let arm_propensity: f64 = attrs.get(ATTR_PROPENSITY)?.parse().ok()?;
+    let item_propensity: Option<f64> = attrs.get(ATTR_ITEM_PROPENSITY).and_then(|p| p.parse().ok());
+    Some(LoggedImpression {
+        user: s.user.to_owned(),
+        context: context.to_owned(),
+        item: s.item.to_owned(),
+        arm: s.source.unwrap_or_default().to_owned(),
+        position: attrs.get(ATTR_POSITION).and_then(|p| p.parse().ok()).unwrap_or(0),
+        propensity: item_propensity.unwrap_or(arm_propensity),
+        arm_propensity,
+        item_level: item_propensity.is_some(),
+        within_propensity: attrs.get(ATTR_WITHIN_PROPENSITY).and_then(|p| p.parse().ok()),
+        candidates: attrs.get(ATTR_CANDIDATES).and_then(|c| c.parse().ok()),
+        greedy_propensity: attrs.get(ATTR_GREEDY_PROPENSITY).and_then(|p| p.parse().ok()),
+        policy: attrs.get(ATTR_POLICY).copied().unwrap_or_default().to_owned(),
+        reward: 0.0,
+    })
 }
 
 #[cfg(test)]
@@ -143,6 +181,11 @@ mod tests {
             arm: arm.into(),
             position: 0,
             propensity,
+            arm_propensity: propensity,
+            item_level: true,
+            within_propensity: None,
+            candidates: None,
+            greedy_propensity: None,
             policy: "test".into(),
             reward,
         }

@@ -191,21 +191,61 @@ pub fn labels(common: &Common, action: LabelsAction) -> Result<()> {
 pub fn eval(common: &Common) -> Result<()> {
     let app = open_app(common, Arc::new(forage::embed::LexicalEmbedder::new()), false)?;
     let summary = app.evaluate_policies()?;
-    println!(
-        "{} logged impressions{}; logging policy's reward per impression {:.4}",
+    app.shutdown();
+    print!("{}", eval_table(&summary));
+    Ok(())
+}
+
+/// Share of `n` below which `forage eval` marks an estimate's effective sample size as few.
+const EVAL_ESS_SHARE_MIN: f64 = 0.05;
+
+/// The evaluation for people: a headline, one line per policy, what the columns mean.
+fn eval_table(summary: &forage::app::EvalSummary) -> String {
+    let mut out = format!(
+        "{} logged impressions{}, like rate as logged {:.4}\n",
         summary.impressions,
-        if summary.truncated { " (truncated)" } else { "" },
+        if summary.truncated {
+            format!(" (truncated: the first {} read)", forage::bandit::ips::LOGS_MAX)
+        } else {
+            String::new()
+        },
         summary.logged_reward
     );
-    println!("{:<22} {:>8} {:>8} {:>8} {:>10}", "policy", "ips", "snips", "n", "ess");
-    for e in &summary.estimates {
-        println!(
-            "{:<22} {:>8.4} {:>8.4} {:>8} {:>10.1}",
-            e.policy, e.ips, e.snips, e.n, e.effective_sample_size
+    if summary.source_level_only > 0 {
+        out += &format!(
+            "{} of them are older logs with their source's propensity only: it stands in for the item's \
+             (exact when the source's choice of item was certain, otherwise an overstatement); policies \
+             that need the newer attributes skip them\n",
+            summary.source_level_only
         );
     }
-    app.shutdown();
-    Ok(())
+    out += &format!(
+        "\n{:<16} {:>7} {:>7} {:>8} {:>9} {:>8}  {}\n",
+        "policy", "ips", "snips", "n", "ess", "skipped", "what it does"
+    );
+    for e in &summary.estimates {
+        // Fewer effective samples than this share of n: the weights rest on a handful.
+        let few = e.n > 0 && e.effective_sample_size < EVAL_ESS_SHARE_MIN * e.n as f64;
+        out += &format!(
+            "{:<16} {:>7.4} {:>7.4} {:>8} {:>9.1} {:>8}  {}{}\n",
+            e.policy,
+            e.ips,
+            e.snips,
+            e.n,
+            e.effective_sample_size,
+            e.skipped,
+            if few { "(few effective samples) " } else { "" },
+            e.description
+        );
+    }
+    out += "\n\
+        ips      inverse propensity scoring: the policy's estimated like rate (unbiased when the \
+        propensities are right, but noisy)\n\
+        snips    self-normalised IPS: less noise, a little bias\n\
+        ess      effective sample size of the weights: far below n, the estimate rests on a few \
+        impressions\n\
+        skipped  impressions the policy could not be scored on (older logs lack what it needs)\n";
+    out
 }
 
 /// `forage export`.
