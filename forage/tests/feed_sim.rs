@@ -9,122 +9,23 @@
 //! against the best rate reachable (the oracle: the best unseen items in the catalog, under
 //! the diversity rule), distinct items shown, and the re-show rate, and asserts floors.
 //!
+//! The catalogs and the reader are in `support_sim`.
+//!
 //! `cargo test -p forage --test feed_sim -- --nocapture` prints the figures.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+mod support_sim;
 
-use forage::app::{Config, FeedRequest, FeedbackRequest, Forage, catalog_path, tidal_dir};
-use forage::catalog::{Catalog, NewItem};
-use forage::embed::{Embedder, LexicalEmbedder};
+use std::collections::HashSet;
+
+use forage::app::FeedRequest;
 use forage::rank::Diversity;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use support_sim::{LIKE, PAGE, Reader, Sim, build};
 
-/// The reader's like-probability per topic.
-const LIKE: [f64; 6] = [0.8, 0.5, 0.2, 0.05, 0.05, 0.02];
-const DIMS: usize = 384;
-/// Noise around a topic's centre: within-topic cosine about 1/(1+σ²) = 0.4, as short news
-/// texts under all-MiniLM-L6-v2.
-const NOISE_SIGMA: f64 = 1.22;
-const ITEMS_PER_TOPIC: usize = 3000;
 const PAGES: usize = 150;
-const PAGE: usize = 10;
 /// Pages compared at the start and the end for the regret trend (regret of a page: the mean
 /// like-probability of the best page still available under the diversity rule, minus that of
 /// the page shown).
 const WINDOW: usize = 30;
-/// The reader skips (an explicit negative) this share of the items they do not like.
-const SKIP_SHARE: f64 = 0.5;
-
-struct Sim {
-    app: Arc<Forage>,
-    topic_of: HashMap<String, usize>,
-    /// The source (index) of every item.
-    source_of: HashMap<String, usize>,
-    /// Per source, the like-probabilities of its items, best first.
-    source_ps: Vec<Vec<f64>>,
-}
-
-fn normal(rng: &mut StdRng) -> f64 {
-    let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-fn unit(v: Vec<f64>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    v.into_iter().map(|x| (x / n) as f32).collect()
-}
-
-/// A catalog of `sources` sources; `topics_of(source)` lists the topics a source carries
-/// (evenly). Every item gets a synthetic embedding near its topic's centre.
-fn build(dir: &std::path::Path, sources: usize, topics_of: impl Fn(usize) -> Vec<usize>, seed: u64) -> Sim {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let centres: Vec<Vec<f64>> =
-        (0..LIKE.len()).map(|_| (0..DIMS).map(|_| normal(&mut rng)).collect()).collect();
-    let centres: Vec<Vec<f64>> =
-        centres.into_iter().map(|c| unit(c).into_iter().map(f64::from).collect()).collect();
-    let model = LexicalEmbedder::new().name().to_owned();
-    let mut catalog = Catalog::open(&catalog_path(dir)).expect("catalog");
-    let now = forage::app::now_ms();
-    let per_source_topic = ITEMS_PER_TOPIC * LIKE.len() / (sources * topics_of(0).len());
-    let mut topic_of = HashMap::new();
-    let mut source_ps = Vec::new();
-    let mut source_of = HashMap::new();
-    for s in 0..sources {
-        let source = catalog.add_source(&format!("file:///sim/{s}.xml"), "file", 3600, now).expect("source");
-        let mut items = Vec::new();
-        for t in topics_of(s) {
-            for i in 0..per_source_topic {
-                items.push((
-                    t,
-                    NewItem {
-                        guid: Some(format!("{s}-{t}-{i}")),
-                        title: format!("item {s}-{t}-{i}"),
-                        published_ms: Some(now - rng.random_range(0..3_600_000)),
-                        ..NewItem::default()
-                    },
-                ));
-            }
-        }
-        let batch: Vec<NewItem> = items.iter().map(|(_, n)| n.clone()).collect();
-        for chunk in batch.chunks(forage::catalog::UPSERT_ITEMS_MAX) {
-            catalog.upsert_items(source, chunk, now).expect("upsert");
-        }
-        let mut ps = Vec::new();
-        let mut offset = 0;
-        loop {
-            let page =
-                catalog.list_items(Some(source), offset, forage::catalog::PAGE_ITEMS_MAX).expect("list");
-            if page.is_empty() {
-                break;
-            }
-            offset += page.len();
-            for item in page {
-                // Titles are `item {source}-{topic}-{n}`.
-                let t: usize = item.title.split('-').nth(1).and_then(|t| t.parse().ok()).expect("topic");
-                let v: Vec<f64> = centres[t]
-                    .iter()
-                    .map(|c| c + NOISE_SIGMA * normal(&mut rng) / (DIMS as f64).sqrt())
-                    .collect();
-                catalog.put_embedding(&item.id, &model, &unit(v)).expect("embedding");
-                source_of.insert(item.id.clone(), s);
-                topic_of.insert(item.id, t);
-                ps.push(LIKE[t]);
-            }
-        }
-        ps.sort_by(|a, b| b.total_cmp(a));
-        source_ps.push(ps);
-    }
-    drop(catalog);
-    let options = tidal::Options { durability: tidal::Durability::None, ..Default::default() };
-    let db = tidal::Db::open(tidal_dir(dir), options).expect("tidal");
-    let mut config = Config::new(dir);
-    config.background = false;
-    config.seed = Some(seed);
-    let app = Forage::open(config, Arc::new(db), Arc::new(LexicalEmbedder::new())).expect("forage");
-    Sim { app, topic_of, source_of, source_ps }
-}
 
 #[derive(Debug)]
 struct Figures {
@@ -193,43 +94,18 @@ fn best_available(sim: &Sim, seen: &HashSet<String>, share: usize) -> f64 {
 }
 
 fn run(sim: &Sim, seed: u64) -> (f64, usize, usize, usize, Vec<f64>) {
-    let mut reader = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut seen = HashSet::new();
-    let (mut likes, mut impressions, mut reshown) = (0usize, 0usize, 0usize);
+    let mut reader = Reader::new(seed);
     let mut regret = Vec::with_capacity(PAGES);
     let share = Diversity::default().share_max(PAGE);
     for _ in 0..PAGES {
         // Regret is against the best page still available (seen items cannot come back).
-        let best = best_available(sim, &seen, share);
+        let best = best_available(sim, &reader.seen, share);
         let page = sim.app.feed(&FeedRequest { limit: Some(PAGE), ..FeedRequest::default() }).expect("feed");
         assert_eq!(page.items.len(), PAGE, "the catalog ran dry");
-        let mut expected = 0.0;
-        for item in &page.items {
-            let p = LIKE[sim.topic_of[&item.item.id]];
-            expected += p;
-            impressions += 1;
-            if !seen.insert(item.item.id.clone()) {
-                reshown += 1;
-            }
-            let kind = if reader.random::<f64>() < p {
-                likes += 1;
-                "like"
-            } else if reader.random::<f64>() < SKIP_SHARE {
-                "skip"
-            } else {
-                continue;
-            };
-            let fb = FeedbackRequest {
-                item: item.item.id.clone(),
-                kind: kind.into(),
-                context: Some(page.context.clone()),
-                ..FeedbackRequest::default()
-            };
-            sim.app.feedback(&fb).expect("feedback");
-        }
+        let expected = reader.read(sim, &page);
         regret.push(best - expected / PAGE as f64);
     }
-    (likes as f64 / impressions as f64, seen.len(), impressions, reshown, regret)
+    (reader.like_rate(), reader.seen.len(), reader.impressions, reader.reshown, regret)
 }
 
 fn simulate(name: &str, sources: usize, topics_of: impl Fn(usize) -> Vec<usize>, seed: u64) -> Figures {
