@@ -562,7 +562,7 @@ fn normal_interval(lo: f64, hi: f64) -> f64 {
     if lo.is_nan() || hi.is_nan() || hi <= lo {
         return 0.0;
     }
-    let upper = |x: f64| 0.5 * erfc(x / std::f64::consts::SQRT_2);
+    let upper = |x: f64| 0.5 * libm::erfc(x / std::f64::consts::SQRT_2);
     let p = if lo >= 0.0 {
         upper(lo) - upper(hi)
     } else if hi <= 0.0 {
@@ -571,26 +571,6 @@ fn normal_interval(lo: f64, hi: f64) -> f64 {
         1.0 - upper(-lo) - upper(hi)
     };
     p.clamp(0.0, 1.0)
-}
-
-/// The complementary error function, to a relative error below 1.2·10⁻⁷ everywhere
-/// (Numerical Recipes' Chebyshev fit `erfcc`).
-fn erfc(x: f64) -> f64 {
-    if x.is_infinite() {
-        return if x > 0.0 { 0.0 } else { 2.0 };
-    }
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
 }
 
 #[cfg(test)]
