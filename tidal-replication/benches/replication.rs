@@ -9,6 +9,11 @@
 //!    (default 1,000,000) restarts and catches up; its rate next to the leader's local
 //!    replay of the same log (reopening the store).
 //!
+//! Environment: `REPL_LAG_ONLY=1` stops after the lag run, `REPL_LAG_SECS` (default 5) sets
+//! its length, `REPL_LAG_TRACE=1` prints each batch's lag to stderr (where a tail comes
+//! from), `REPL_SNAPSHOT_EVERY` sets `snapshot_every_signals` (default the store's, 1M: a
+//! lag run over 10 s crosses one snapshot on every replica).
+//!
 //! `cargo bench -p tidal-replication --bench replication`. Three stores in one process,
 //! each with its own data directory, fsync on, replicating over real TCP on loopback
 //! (`TcpTransport`, HMAC handshake). Read the ratios: the machine is shared and noisy.
@@ -42,7 +47,14 @@ fn batches(from: u64, total: u64) -> Vec<Vec<Signal>> {
 }
 
 fn options(node: u32) -> Options {
-    Options { shards: Some(1), node_id: node, created_ms: Some(1_764_633_600_000), ..Options::default() }
+    let snapshot_every_signals = env("REPL_SNAPSHOT_EVERY", tidal::options::SNAPSHOT_EVERY_SIGNALS_DEFAULT);
+    Options {
+        shards: Some(1),
+        node_id: node,
+        created_ms: Some(1_764_633_600_000),
+        snapshot_every_signals,
+        ..Options::default()
+    }
 }
 
 struct Member {
@@ -249,6 +261,9 @@ fn watch(followers: Vec<Db>, rx: std::sync::mpsc::Receiver<(u64, Instant)>) -> V
         while let Some(&(seq, at, _)) = waiting.front() {
             if seqs.iter().all(|s| *s >= seq) {
                 lags.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                if std::env::var_os("REPL_LAG_TRACE").is_some() {
+                    eprintln!("trace seq {seq} lag {:.2} ms", lags.last().unwrap());
+                }
                 waiting.pop_front();
             } else {
                 break;

@@ -120,3 +120,57 @@ fn set_aside_cuts_the_log_and_rebuilds_the_shard() {
     assert_eq!(db.position(0).unwrap().applied_seq, 8);
     assert!(db.item("item-9").is_none());
 }
+
+/// The pipelined follower path: batches are visible once `append_shipped` returns, and
+/// claimed durable only by a report whose byte count reaches theirs; `sync_shipped` waits
+/// for it, and a power cut after it keeps every batch.
+#[test]
+fn pipelined_shipped_batches_are_reported_durable_only_after_their_fsync() {
+    use std::sync::Arc;
+    use tidal::wal::sim_vfs::{SimOp, SimVfs, TornWrite};
+    let a = tempfile::tempdir().unwrap();
+    let leader = open(a.path(), 1);
+    leader.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    for i in 0..4 {
+        leader.submit_with(signals(i * 5, 5), AckMode::Leader).unwrap().wait().unwrap();
+    }
+    let batches = leader.read_batches(0, 1, u64::MAX).unwrap();
+    let sim = |vfs: &SimVfs| Options {
+        vfs: Arc::new(vfs.clone()),
+        shards: Some(1),
+        node_id: 2,
+        created_ms: Some(1_700_000_000_000),
+        ..Options::default()
+    };
+    let vfs = SimVfs::new();
+    let follower = Db::open(std::path::Path::new("/f"), sim(&vfs)).unwrap();
+    follower.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+    let reports = follower.subscribe_durable().unwrap();
+    let first = follower.append_shipped(0, batches[..2].to_vec()).unwrap();
+    assert_eq!(first.applied_seq, 10);
+    assert!(follower.item("item-9").is_some(), "applied before its fsync");
+    let second = follower.append_shipped(0, batches[2..].to_vec()).unwrap();
+    assert!(second.applied_seq == 20 && second.log_bytes > first.log_bytes);
+    let settled = follower.sync_shipped(0).unwrap();
+    assert_eq!((settled.seq, settled.log_bytes), (20, second.log_bytes));
+    let mut reported = 0;
+    while let Ok(event) = reports.recv_timeout(Duration::from_millis(200)) {
+        assert!(event.log_bytes >= reported, "reports never go back");
+        reported = event.log_bytes;
+    }
+    assert_eq!(reported, second.log_bytes);
+    let reopened =
+        Db::open(std::path::Path::new("/f"), sim(&vfs.crash_image(TornWrite::RandomPrefixGarbage, 7)));
+    assert_eq!(reopened.unwrap().digests(), leader.digests());
+
+    // A failed pipelined fsync: never reported, and the shard stops.
+    let vfs = SimVfs::new();
+    let follower = Db::open(std::path::Path::new("/f"), sim(&vfs)).unwrap();
+    follower.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+    let reports = follower.subscribe_durable().unwrap();
+    vfs.fail_next(SimOp::SyncData);
+    follower.append_shipped(0, batches[..1].to_vec()).unwrap();
+    assert!(matches!(follower.sync_shipped(0), Err(Error::ShardFailed { .. })));
+    assert!(reports.try_recv().is_err(), "a failed fsync reported durable");
+    assert!(matches!(follower.append_shipped(0, batches[1..2].to_vec()), Err(Error::ShardFailed { .. })));
+}

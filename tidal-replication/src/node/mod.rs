@@ -10,6 +10,7 @@
 //! its status; the others go on.
 
 mod epoch_file;
+mod outbox;
 mod runtime;
 mod staging;
 mod status;

@@ -8,6 +8,7 @@ use tidal::wal::ship::ShipError;
 use tidal::{Db, ErrorKind};
 
 use super::epoch_file::{self, EpochRecord, PendingInstall};
+use super::outbox::Outbox;
 use super::staging::Staging;
 use super::status::{FollowerStatus, ShardStatus};
 use super::{NodeConfig, NodeError, ShardPlacement};
@@ -55,6 +56,8 @@ pub(super) struct ShardRuntime {
     /// A `Sync` held back (group commit), and the messages sent after it.
     sync_pending: bool,
     deferred: Vec<(NodeId, Message)>,
+    /// Messages held until the batches appended before them are durable.
+    outbox: Outbox,
     /// First actions (a leader's recovery), run by `start`.
     initial: Vec<Action>,
     /// (seq, log bytes, ms) of the leader's fsyncs, oldest first.
@@ -116,6 +119,7 @@ impl ShardRuntime {
             appends: Vec::new(),
             sync_pending: false,
             deferred: Vec::new(),
+            outbox: Outbox::default(),
             initial,
             marks: VecDeque::new(),
             failed: None,
@@ -175,6 +179,9 @@ impl ShardRuntime {
 
     /// The store's writer fsynced through `event.seq`: a serving leader ships it.
     pub fn on_durable(&mut self, db: &Db, transport: &mut dyn Transport, event: DurableEvent, now_ms: u64) {
+        if self.failed.is_none() {
+            self.outbox.durable(transport, event.log_bytes);
+        }
         if self.failed.is_some() || !self.replica.is_serving() {
             return;
         }
@@ -191,7 +198,9 @@ impl ShardRuntime {
     }
 
     pub fn promote(&mut self, db: &Db, transport: &mut dyn Transport, now_ms: u64) -> Result<(), NodeError> {
+        self.flush(db, transport);
         self.usable()?;
+        self.settle(db, transport).map_err(NodeError::Refused)?;
         if self.replica.is_leader() {
             return Err(NodeError::Refused(format!("this node already leads shard {}", self.shard)));
         }
@@ -202,7 +211,9 @@ impl ShardRuntime {
     }
 
     pub fn demote(&mut self, db: &Db, transport: &mut dyn Transport) -> Result<(), NodeError> {
+        self.flush(db, transport);
         self.usable()?;
+        self.settle(db, transport).map_err(NodeError::Refused)?;
         let actions = self.replica.demote();
         self.execute(db, transport, actions);
         self.usable()
@@ -231,14 +242,16 @@ impl ShardRuntime {
         self.failed = Some(reason);
         self.appends.clear();
         self.deferred.clear();
+        self.outbox.clear();
         self.sync_pending = false;
     }
 
     /// Group commit of shipped batches: a `Sync` is held back, and so is every message the
     /// machine sends after it (its acks claim durability), until the worker has taken the
-    /// events already waiting; then one fsync covers the batches of all of them, and the
-    /// held messages leave in their order. Any other action flushes first, so the store
-    /// sees the actions in the machine's order, with the syncs merged.
+    /// events already waiting; then the store appends and applies the batches of all of them
+    /// and one pipelined fsync covers them, and the held messages leave, in their order, once
+    /// it is reported ([`Outbox`]). Any other action flushes and waits for that fsync first,
+    /// so the store sees the actions in the machine's order, with the syncs merged.
     pub fn flush(&mut self, db: &Db, transport: &mut dyn Transport) {
         if let Err(reason) = self.flush_inner(db, transport) {
             self.stop_with(reason);
@@ -250,13 +263,23 @@ impl ShardRuntime {
             self.sync_pending = false;
             let batches = std::mem::take(&mut self.appends);
             if !batches.is_empty() {
-                db.apply_shipped(self.shard, batches).map_err(|e| format!("apply shipped batches: {e}"))?;
+                let position = (db.append_shipped(self.shard, batches))
+                    .map_err(|e| format!("apply shipped batches: {e}"))?;
+                self.outbox.appended(position.log_bytes);
             }
             self.persist_history()?;
         }
-        for (to, message) in self.deferred.drain(..) {
-            // A full queue or a dead peer: the protocol retries.
-            let _ = transport.send(to, message.encode());
+        for (to, message) in std::mem::take(&mut self.deferred) {
+            self.outbox.send(transport, to, message);
+        }
+        Ok(())
+    }
+
+    /// Waits for the fsync of every batch appended so far and sends what waited for it.
+    fn settle(&mut self, db: &Db, transport: &mut dyn Transport) -> Result<(), String> {
+        if self.outbox.waiting() {
+            let durable = db.sync_shipped(self.shard).map_err(|e| format!("sync shipped batches: {e}"))?;
+            self.outbox.durable(transport, durable.log_bytes);
         }
         Ok(())
     }
@@ -264,14 +287,12 @@ impl ShardRuntime {
     fn execute_one(&mut self, db: &Db, transport: &mut dyn Transport, action: Action) -> Result<(), String> {
         match action {
             Action::Send { to, message } if self.sync_pending => self.deferred.push((to, message)),
-            Action::Send { to, message } => {
-                // A full queue or a dead peer: the protocol retries.
-                let _ = transport.send(to, message.encode());
-            }
+            Action::Send { to, message } => self.outbox.send(transport, to, message),
             Action::Append(bytes) => self.appends.push(bytes),
             Action::Sync => self.sync_pending = true,
             other => {
                 self.flush_inner(db, transport)?;
+                self.settle(db, transport)?;
                 self.execute_ordered(db, transport, other)?;
             }
         }

@@ -472,6 +472,7 @@ fn start_writer(
             divergent_dir: divergent_dir(&paths.wal_dir),
         }),
         subscriber: None,
+        syncer: None,
     };
     let (tx, rx) = sync_channel(options.write_queue_max);
     let thread = std::thread::Builder::new()

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::{Db, block_on};
 use crate::error::{Error, Result};
 use crate::history::{ARCHIVE_DIR, WAL_DIR};
-use crate::shard::role::{DurableEvent, ShardPosition, ShardRole};
+use crate::shard::role::{DurableEvent, ShardPosition, ShardRole, ShippedPosition};
 use crate::shard::set_aside::SetAsideReport;
 use crate::shard::snapshot;
 use crate::shard::writer::Command;
@@ -71,9 +71,31 @@ impl Db {
     /// Returns the shard's applied seq. A batch that does not continue the log is refused
     /// ([`crate::wal::WalError::Refused`]) and nothing of it is written.
     pub fn apply_shipped(&self, shard: u32, batches: Vec<Vec<u8>>) -> Result<u64> {
+        Ok(self.shipped(shard, batches, false)?.applied_seq)
+    }
+
+    /// [`Db::apply_shipped`] with the fsync pipelined: returns once the batches are appended
+    /// and applied, while a syncer thread of the shard makes them durable. Durability is
+    /// reported only through [`Db::subscribe_durable`]: an event whose `log_bytes` reaches the
+    /// returned `log_bytes` covers these batches. [`Db::sync_shipped`] waits for it. A failed
+    /// fsync stops the shard: no event reports it, and the next call returns the failure.
+    pub fn append_shipped(&self, shard: u32, batches: Vec<Vec<u8>>) -> Result<ShippedPosition> {
+        self.shipped(shard, batches, true)
+    }
+
+    fn shipped(&self, shard: u32, batches: Vec<Vec<u8>>, pipelined: bool) -> Result<ShippedPosition> {
         let handle = self.shard_handle(shard)?;
         let (reply, rx) = oneshot::channel();
-        handle.tx.send(Command::Shipped { batches, reply }).map_err(|_| Error::Closed)?;
+        handle.tx.send(Command::Shipped { batches, pipelined, reply }).map_err(|_| Error::Closed)?;
+        block_on(rx).map_err(|_| Error::Closed)?
+    }
+
+    /// Waits until every batch [`Db::append_shipped`] took is durable; returns the durable
+    /// position (also reported to [`Db::subscribe_durable`]).
+    pub fn sync_shipped(&self, shard: u32) -> Result<DurableEvent> {
+        let handle = self.shard_handle(shard)?;
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(Command::SyncShipped { reply }).map_err(|_| Error::Closed)?;
         block_on(rx).map_err(|_| Error::Closed)?
     }
 

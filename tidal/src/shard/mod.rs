@@ -15,6 +15,7 @@ pub mod set_aside;
 pub mod snapshot;
 pub(crate) mod snapshot_job;
 pub mod state;
+mod syncer;
 pub mod user;
 pub(crate) mod writer;
 mod writer_replica;

@@ -71,6 +71,16 @@ pub struct DurableEvent {
     pub log_bytes: u64,
 }
 
+/// Where a follower shard stands after taking shipped batches ([`crate::Db::append_shipped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShippedPosition {
+    /// Last seq applied (visible to reads; durable once reported by an fsync).
+    pub applied_seq: u64,
+    /// Bytes the writer has appended since the store opened, as in [`DurableEvent`]: the
+    /// runtime waits for a [`DurableEvent`] with at least these before it claims them durable.
+    pub log_bytes: u64,
+}
+
 /// A shard's replication-relevant position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ShardPosition {

@@ -23,7 +23,8 @@ use super::snapshot_job::{SnapshotJob, SnapshotTarget};
 use super::state::ShardState;
 use crate::error::{Error, Result};
 
-use super::role::{AckMode, DurableEvent, ShardRole};
+use super::role::{AckMode, DurableEvent, ShardRole, ShippedPosition};
+use super::syncer::Syncer;
 use crate::hlc::{Hlc, HybridClock};
 use crate::metrics::Metrics;
 use crate::options::Durability;
@@ -52,10 +53,16 @@ pub(crate) enum Command {
         role: ShardRole,
         reply: oneshot::Sender<Result<()>>,
     },
-    /// Replication: append a leader's batches byte for byte, fsync, apply.
+    /// Replication: append a leader's batches byte for byte, apply, fsync (inline, or
+    /// `pipelined` on the shard's syncer thread: see `syncer.rs`).
     Shipped {
         batches: Vec<Vec<u8>>,
-        reply: oneshot::Sender<Result<u64>>,
+        pipelined: bool,
+        reply: oneshot::Sender<Result<ShippedPosition>>,
+    },
+    /// Replication: wait for the pipelined fsyncs; answers the durable position.
+    SyncShipped {
+        reply: oneshot::Sender<Result<DurableEvent>>,
     },
     /// Replication: a quorum holds everything through `seq`; release those acks.
     Commit {
@@ -119,6 +126,8 @@ pub(crate) struct ShardWriter {
     pub reopen: Arc<super::set_aside::Reopen>,
     /// Where fsyncs are reported (a replication runtime).
     pub subscriber: Option<std::sync::mpsc::Sender<DurableEvent>>,
+    /// A follower's pipelined fsync thread, started with its first pipelined batch.
+    pub syncer: Option<Syncer>,
 }
 
 /// An answer held back until the quorum commit reaches its group.
@@ -182,14 +191,22 @@ impl ShardWriter {
 
     /// Returns true when the thread must exit.
     fn handle_control(&mut self, cmd: Command) -> bool {
+        if !matches!(cmd, Command::Shipped { .. } | Command::Commit { .. } | Command::Subscribe { .. }) {
+            // Everything else may change the log or expects it durable: no fsync in flight.
+            self.settle_syncer();
+        }
         match cmd {
             Command::Write { .. } => false,
             Command::SetRole { role, reply } => {
                 let _ = reply.send(self.set_role(role));
                 false
             }
-            Command::Shipped { batches, reply } => {
-                let _ = reply.send(self.apply_shipped(batches));
+            Command::Shipped { batches, pipelined, reply } => {
+                let _ = reply.send(self.apply_shipped(batches, pipelined));
+                false
+            }
+            Command::SyncShipped { reply } => {
+                let _ = reply.send(self.durable_position());
                 false
             }
             Command::Commit { seq } => {
@@ -228,6 +245,7 @@ impl ShardWriter {
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.settle_syncer();
         if let Some(job) = self.job.take() {
             job.wait();
         }

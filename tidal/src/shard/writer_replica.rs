@@ -2,15 +2,18 @@
 //! fsync reports a runtime ships by, and a follower's shipped batches.
 //!
 //! A follower appends a leader's batches with [`crate::wal::WalWriter::append_encoded`] (the
-//! exact bytes, both CRCs checked again), fsyncs, and only then applies them through the
-//! same engine the leader used ([`engine::apply_batch`]), so what reads see on a follower is
-//! durable there. A duplicate or a gap is refused: the protocol in front of the store must
-//! never send one, and a batch that does not continue the log changes nothing.
+//! exact bytes, both CRCs checked again) and applies them through the same engine the leader
+//! used ([`engine::apply_batch`]) before its own fsync: the leader ships only what it holds
+//! durably, and the follower's acks claim durability only after its fsync. That fsync is
+//! inline, or pipelined on the shard's syncer thread (`syncer.rs`) so the next batches are
+//! applied while it runs. A duplicate or a gap is refused: the protocol in front of the store
+//! must never send one, and a batch that does not continue the log changes nothing.
 
 use std::sync::atomic::Ordering;
 
 use super::engine::{self, BatchOutcome};
-use super::role::{AckMode, DurableEvent, ShardRole};
+use super::role::{AckMode, DurableEvent, ShardRole, ShippedPosition};
+use super::syncer::{SyncRequest, Syncer};
 use super::writer::{PendingAck, ShardWriter};
 use crate::error::{Error, Result};
 use crate::wal::decode_batch;
@@ -102,9 +105,16 @@ impl ShardWriter {
         }
     }
 
-    /// A follower's step: append every batch raw, fsync once, then apply them in order.
-    /// Returns the applied seq.
-    pub(super) fn apply_shipped(&mut self, batches: Vec<Vec<u8>>) -> Result<u64> {
+    /// A follower's step: append every batch raw, apply them in order, then fsync once
+    /// (inline, or on the syncer thread when `pipelined`). Returns the applied position.
+    pub(super) fn apply_shipped(
+        &mut self,
+        batches: Vec<Vec<u8>>,
+        pipelined: bool,
+    ) -> Result<ShippedPosition> {
+        if let Some(reason) = self.syncer.as_ref().and_then(Syncer::failure) {
+            self.failed.get_or_insert(reason);
+        }
         if let Some(reason) = &self.failed {
             return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
         }
@@ -125,7 +135,7 @@ impl ShardWriter {
                 Err(e @ crate::wal::WalError::Refused(_)) => {
                     // Nothing of this batch was written; what came before it is applied below.
                     tracing::warn!(shard = self.shard, error = %e, "shipped batch refused");
-                    self.apply_and_sync(&batches[..appended])?;
+                    self.apply_and_sync(&batches[..appended], pipelined)?;
                     return Err(Error::Wal(e));
                 }
                 Err(e) => {
@@ -134,12 +144,13 @@ impl ShardWriter {
                 }
             }
         }
-        self.apply_and_sync(&batches)
+        self.apply_and_sync(&batches, pipelined)
     }
 
-    fn apply_and_sync(&mut self, batches: &[Vec<u8>]) -> Result<u64> {
+    fn apply_and_sync(&mut self, batches: &[Vec<u8>], pipelined: bool) -> Result<ShippedPosition> {
+        let position = |w: &Self| ShippedPosition { applied_seq: w.applied.get(), log_bytes: w.log_bytes };
         if batches.is_empty() {
-            return Ok(self.applied.get());
+            return Ok(position(self));
         }
         // Applied before the fsync, so follower reads see the leader's records at once:
         // they are durable on the leader already (it ships nothing else), and the durable
@@ -174,12 +185,63 @@ impl ShardWriter {
         }
         drop(state);
         self.applied.publish(applied_seq);
-        if let Err(e) = self.timed_sync() {
+        let queued = pipelined && self.request_sync();
+        if !queued && let Err(e) = self.timed_sync() {
             self.fail(&e);
             return Err(self.failed_error());
         }
         // A follower snapshots too, so its WAL is retired and its recovery stays short.
         self.maybe_snapshot();
-        Ok(applied_seq)
+        Ok(position(self))
+    }
+
+    /// Hands the fsync of everything appended to the syncer thread (started on first use);
+    /// false when it cannot take it, and the caller syncs inline.
+    fn request_sync(&mut self) -> bool {
+        if self.syncer.is_none() {
+            match Syncer::start(self.shard, self.metrics.clone()) {
+                Ok(syncer) => self.syncer = Some(syncer),
+                Err(error) => {
+                    tracing::warn!(shard = self.shard, %error, "no syncer thread; fsyncs stay inline");
+                    return false;
+                }
+            }
+        }
+        let file = match self.wal.sync_handle() {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "no pipelined fsync for this group");
+                return false;
+            }
+        };
+        let event =
+            DurableEvent { shard: self.shard, seq: self.wal.next_seq() - 1, log_bytes: self.log_bytes };
+        let request = SyncRequest { event, file, report: self.subscriber.clone() };
+        self.syncer.as_ref().is_some_and(|syncer| syncer.request(request))
+    }
+
+    /// Waits for the syncer's fsyncs in flight; a failed one stops the shard.
+    pub(super) fn settle_syncer(&mut self) {
+        let Some(syncer) = &self.syncer else { return };
+        syncer.settle();
+        if let Some(reason) = syncer.failure()
+            && self.failed.is_none()
+        {
+            tracing::error!(shard = self.shard, %reason, "pipelined WAL fsync failed; shard stops accepting writes");
+            self.failed = Some(reason);
+        }
+    }
+
+    /// The durable position once the pipelined fsyncs are done (reported to the runtime).
+    pub(super) fn durable_position(&mut self) -> Result<DurableEvent> {
+        if self.failed.is_some() {
+            return Err(self.failed_error());
+        }
+        let event =
+            DurableEvent { shard: self.shard, seq: self.wal.next_seq() - 1, log_bytes: self.log_bytes };
+        if let Some(tx) = &self.subscriber {
+            let _ = tx.send(event);
+        }
+        Ok(event)
     }
 }

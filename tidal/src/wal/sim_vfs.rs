@@ -22,7 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::wal::vfs::{Vfs, VfsFile};
+use crate::wal::vfs::{FileSync, Vfs, VfsFile};
 
 /// What happens to bytes that were written but not synced when the power goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,16 +263,27 @@ impl VfsFile for SimFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        FileSync::sync_data(self)
+    }
+
+    fn len(&self) -> u64 {
+        self.lock().inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64)
+    }
+
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>> {
+        Ok(Arc::new(SimFile { state: self.state.clone(), inode: self.inode, path: self.path.clone() }))
+    }
+}
+
+impl FileSync for SimFile {
+    /// Everything written to the inode so far becomes durable, as fdatasync would make it.
+    fn sync_data(&self) -> io::Result<()> {
         let mut state = self.lock();
         state.take_failure(SimOp::SyncData)?;
         state.syncs.sync_data += 1;
         let inode = state.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
         inode.durable_len = inode.data.len();
         Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        self.lock().inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64)
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// File-system operations the store needs, nothing more.
 pub trait Vfs: Send + Sync + fmt::Debug + 'static {
@@ -46,6 +47,15 @@ pub trait VfsFile: Send + fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A handle that makes this file's written bytes durable from another thread, while
+    /// this one goes on appending (a pipelined fsync).
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>>;
+}
+
+/// The fsync side of an open file, shareable with another thread: [`FileSync::sync_data`]
+/// makes durable at least every byte written before the call.
+pub trait FileSync: Send + Sync + fmt::Debug {
+    fn sync_data(&self) -> io::Result<()>;
 }
 
 /// The real file system.
@@ -71,6 +81,20 @@ impl VfsFile for StdFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn sync_handle(&self) -> io::Result<Arc<dyn FileSync>> {
+        Ok(Arc::new(StdSync(self.file.try_clone()?)))
+    }
+}
+
+/// A duplicated descriptor of a [`StdFile`]: fdatasync through it covers the same file.
+#[derive(Debug)]
+struct StdSync(File);
+
+impl FileSync for StdSync {
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 

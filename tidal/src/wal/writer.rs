@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::hlc::Hlc;
 use crate::signal::SignalRef;
 use crate::wal::segment::{SegmentName, decode_batch, encode_batch_into};
-use crate::wal::vfs::{Vfs, VfsFile};
+use crate::wal::vfs::{FileSync, Vfs, VfsFile};
 use crate::wal::{BatchHeader, Refusal, WalError};
 
 /// What one [`WalWriter::append`] wrote.
@@ -53,6 +53,8 @@ pub struct WalWriter {
     buf: Vec<u8>,
     /// Set by the first I/O error; the writer refuses all work afterwards.
     poisoned: bool,
+    /// The current segment's [`FileSync`], made on first use (see [`Self::sync_handle`]).
+    sync_handle: Option<Arc<dyn FileSync>>,
 }
 
 impl WalWriter {
@@ -97,6 +99,7 @@ impl WalWriter {
             epoch: 0,
             buf: Vec::new(),
             poisoned: false,
+            sync_handle: None,
         })
     }
 
@@ -211,6 +214,20 @@ impl WalWriter {
         Ok(())
     }
 
+    /// A handle that fsyncs the current segment from another thread (a pipelined sync: the
+    /// caller goes on appending meanwhile). It covers every batch appended so far: earlier
+    /// segments were synced when they were rolled over.
+    pub fn sync_handle(&mut self) -> Result<Arc<dyn FileSync>, WalError> {
+        self.check_usable()?;
+        if let Some(handle) = &self.sync_handle {
+            return Ok(handle.clone());
+        }
+        let handle = (self.file.sync_handle())
+            .map_err(|e| WalError::io("duplicate segment handle", &self.segment.path, e))?;
+        self.sync_handle = Some(handle.clone());
+        Ok(handle)
+    }
+
     /// Seq the next appended record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -261,6 +278,7 @@ impl WalWriter {
         tracing::debug!(shard = self.shard, segment = %segment.path.display(), "WAL segment rolled over");
         self.segment = segment;
         self.file = file;
+        self.sync_handle = None;
         Ok(())
     }
 }
