@@ -106,6 +106,7 @@ fn set_aside_cuts_the_log_and_rebuilds_the_shard() {
     assert_eq!(saved, tail.concat());
     assert_eq!(db.position(0).unwrap().applied_seq, 8);
     assert_eq!(db.read_batches(0, 1, u64::MAX).unwrap(), kept);
+    assert!(db.read_batches(0, 9, u64::MAX).unwrap().is_empty(), "the set-aside tail is not served");
     assert_eq!(db.digests(), reference.digests());
     assert!(db.item("item-9").is_none());
     let top = db.top_k(100, 0).unwrap();

@@ -66,6 +66,8 @@ pub(crate) struct ShardHandle {
     pub role: Mutex<ShardRole>,
     /// The oldest seq a replica still needs from this shard's WAL (see [`Db::hold_log`]).
     pub hold: Arc<AtomicU64>,
+    /// The newest batches of the log, pushed by the writer (see `shard::tail`).
+    pub tail: Arc<Mutex<crate::shard::tail::TailCache>>,
     tx: SyncSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -432,6 +434,7 @@ fn start_writer(
     let state = Arc::new(RwLock::new(state));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let hold = Arc::new(AtomicU64::new(u64::MAX));
+    let tail = Arc::new(Mutex::new(crate::shard::tail::TailCache::default()));
     let writer = ShardWriter {
         node_id: options.node_id,
         in_flight: in_flight.clone(),
@@ -451,6 +454,7 @@ fn start_writer(
             archive_dir: options.wal_archive.then(|| paths.archive_dir.clone()),
             hold: hold.clone(),
             hold_bytes_max: options.wal_hold_bytes_max,
+            tail: tail.clone(),
         },
         job: None,
         durability: options.durability,
@@ -473,6 +477,7 @@ fn start_writer(
         }),
         subscriber: None,
         syncer: None,
+        tail: tail.clone(),
     };
     let (tx, rx) = sync_channel(options.write_queue_max);
     let thread = std::thread::Builder::new()
@@ -485,6 +490,7 @@ fn start_writer(
         applied,
         role: Mutex::new(ShardRole::Standalone),
         hold,
+        tail,
         tx,
         thread: Mutex::new(Some(thread)),
     })

@@ -134,6 +134,12 @@ impl Db {
         from_seq: u64,
         max_bytes: u64,
     ) -> std::result::Result<Vec<Vec<u8>>, ShipError> {
+        // The newest batches come from memory (what a leader ships to followers that keep up).
+        let tail =
+            self.inner.shards.get(shard as usize).map(|h| h.tail.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(batches) = tail.and_then(|t| t.read(from_seq, max_bytes)) {
+            return Ok(batches);
+        }
         let dir = &self.inner.dir;
         let (wal, archive) = (dir.join(WAL_DIR), dir.join(ARCHIVE_DIR));
         let dirs: [&Path; 2] = [&wal, &archive];

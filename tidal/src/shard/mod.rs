@@ -16,6 +16,7 @@ pub mod snapshot;
 pub(crate) mod snapshot_job;
 pub mod state;
 mod syncer;
+pub(crate) mod tail;
 pub mod user;
 pub(crate) mod writer;
 mod writer_replica;

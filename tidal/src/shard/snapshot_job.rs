@@ -38,6 +38,8 @@ pub(crate) struct SnapshotTarget {
     /// and how many bytes of covered segments may be kept for it.
     pub hold: Arc<AtomicU64>,
     pub hold_bytes_max: u64,
+    /// The shard's cached log tail: forgets what retention removes.
+    pub tail: Arc<std::sync::Mutex<super::tail::TailCache>>,
 }
 
 /// A snapshot being written in the background.
@@ -101,6 +103,7 @@ fn write(target: &SnapshotTarget, state: &ShardState) -> Result<u64> {
             None => {
                 let hold = target.hold.load(Ordering::Acquire);
                 let upto = held_retire_seq(vfs, target, oldest + 1, hold)?;
+                target.tail.lock().unwrap_or_else(|e| e.into_inner()).forget_before(upto);
                 reader::remove_segments_before(vfs, &target.wal_dir, target.shard, upto)?
             }
         };

@@ -128,6 +128,8 @@ pub(crate) struct ShardWriter {
     pub subscriber: Option<std::sync::mpsc::Sender<DurableEvent>>,
     /// A follower's pipelined fsync thread, started with its first pipelined batch.
     pub syncer: Option<Syncer>,
+    /// Every appended batch goes here too, for shipping (see `tail.rs`).
+    pub tail: Arc<std::sync::Mutex<super::tail::TailCache>>,
 }
 
 /// An answer held back until the quorum commit reaches its group.
@@ -194,6 +196,11 @@ impl ShardWriter {
         if !matches!(cmd, Command::Shipped { .. } | Command::Commit { .. } | Command::Subscribe { .. }) {
             // Everything else may change the log or expects it durable: no fsync in flight.
             self.settle_syncer();
+        }
+        if matches!(cmd, Command::SetAside { .. } | Command::InstallSnapshot { .. }) {
+            // The log is about to be cut or replaced: reads go to the segments until the
+            // next append.
+            self.tail_cache().clear();
         }
         match cmd {
             Command::Write { .. } => false,
@@ -337,6 +344,7 @@ impl ShardWriter {
     fn append_and_sync(&mut self, base_seq: u64, records: &[(Hlc, SignalRef<'_>)]) -> Result<(), WalError> {
         let info = self.wal.append(records)?;
         debug_assert_eq!(info.first_seq, base_seq);
+        self.tail_cache().push(info.first_seq, info.record_count, self.wal.last_batch());
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
         self.log_bytes += info.bytes;
@@ -353,6 +361,10 @@ impl ShardWriter {
             self.timed_sync()?;
         }
         Ok(())
+    }
+
+    pub(super) fn tail_cache(&self) -> std::sync::MutexGuard<'_, super::tail::TailCache> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// fsyncs the WAL, recording the latency, and reports it to the replication runtime.

@@ -129,6 +129,7 @@ impl ShardWriter {
             match self.wal.append_encoded(bytes) {
                 Ok(info) => {
                     appended += 1;
+                    self.tail_cache().push(info.first_seq, info.record_count, bytes);
                     self.log_bytes += info.bytes;
                     self.metrics.wal_bytes.fetch_add(info.bytes, Ordering::Relaxed);
                 }
