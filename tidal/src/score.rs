@@ -224,8 +224,8 @@ impl Ord for Key {
 /// holds 24-byte entries and comparing them never reads a string.
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    /// Per item: the score (the order's hash is recomputed from the id when needed).
-    scores: IdMap<f64>,
+    /// Per item: the score and the order's tie-break hash of its id (computed once).
+    scores: IdMap<(f64, u64)>,
     order: BTreeSet<(Key, u64, u32)>,
     /// Ids of items [`ScoreIndex::forget_if_zero`] dropped. An [`IdMap`] never removes an id,
     /// so a forgotten item keeps its slot but is out of the order, `score` and `len` until
@@ -243,11 +243,28 @@ impl ScoreIndex {
         self.add_key(&IdKey::new(item), delta);
     }
 
-    /// [`ScoreIndex::add`] for an item named by a shard's stored key.
-    pub fn add_key(&mut self, item: &IdKey, delta: f64) {
-        let (id, new) = self.scores.intern_key_with(item, || delta);
-        let Some(score) = self.scores.value_mut(id) else { return };
-        let hash = id_hash(item.as_bytes());
+    /// [`ScoreIndex::add`] for an item named by a shard's stored key. Returns the index's
+    /// id of the item: stable for the index's life, for [`ScoreIndex::add_id`].
+    pub fn add_key(&mut self, item: &IdKey, delta: f64) -> u32 {
+        let (id, new) = self.scores.intern_key_with(item, || (delta, id_hash(item.as_bytes())));
+        self.update(id, new, delta);
+        id
+    }
+
+    /// [`ScoreIndex::add`] for an item by the id [`ScoreIndex::add_key`] returned (no hash
+    /// probe: a shard's writer keeps its items' index ids). An unknown id changes nothing.
+    pub fn add_id(&mut self, id: u32, delta: f64) {
+        self.update(id, false, delta);
+    }
+
+    /// The key of an index id (to check a cached id).
+    pub fn id_key(&self, id: u32) -> Option<&IdKey> {
+        self.scores.id_key(id)
+    }
+
+    fn update(&mut self, id: u32, new: bool, delta: f64) {
+        let Some((score, hash)) = self.scores.value_mut(id) else { return };
+        let hash = *hash;
         if !new && !self.forgotten.is_empty() && self.forgotten.remove(&id) {
             // Back after being forgotten: as new, with `delta` as its score.
             *score = delta;
@@ -268,8 +285,8 @@ impl ScoreIndex {
             return false;
         };
         match self.scores.value(id) {
-            Some(&score) if score == 0.0 => {
-                self.order.remove(&(Key(score), id_hash(item.as_bytes()), id));
+            Some(&(score, hash)) if score == 0.0 => {
+                self.order.remove(&(Key(score), hash, id));
                 self.forgotten.insert(id);
                 true
             }
@@ -284,15 +301,15 @@ impl ScoreIndex {
         parts: impl IntoIterator<Item = (&'a IdKey, f64)>,
         parts_hint: usize,
     ) -> ScoreIndex {
-        let mut scores: IdMap<f64> = IdMap::with_capacity(parts_hint);
+        let mut scores: IdMap<(f64, u64)> = IdMap::with_capacity(parts_hint);
         for (item, score) in parts {
-            let (id, new) = scores.intern_key_with(item, || score);
-            if !new && let Some(sum) = scores.value_mut(id) {
+            let (id, new) = scores.intern_key_with(item, || (score, id_hash(item.as_bytes())));
+            if !new && let Some((sum, _)) = scores.value_mut(id) {
                 *sum += score;
             }
         }
         let mut order: Vec<(Key, u64, u32)> =
-            scores.iter_keys().map(|(id, item, score)| (Key(*score), id_hash(item.as_bytes()), id)).collect();
+            scores.iter_keys().map(|(id, _, &(score, hash))| (Key(score), hash, id)).collect();
         // The order of `Key` (f64::total_cmp) as plain integers: sorting a large index
         // compares much faster than through `total_cmp` and the tuple `Ord`.
         order.sort_unstable_by_key(|&(score, hash, id)| (total_order_bits(score.0), hash, id));
@@ -307,7 +324,7 @@ impl ScoreIndex {
 
     pub fn score(&self, item: &str) -> Option<f64> {
         let id = self.scores.id(item).filter(|id| !self.forgotten.contains(id))?;
-        self.scores.value(id).copied()
+        self.scores.value(id).map(|&(score, _)| score)
     }
 
     pub fn len(&self) -> usize {

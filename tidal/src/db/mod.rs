@@ -478,6 +478,7 @@ fn start_writer(
         subscriber: None,
         syncer: None,
         tail: tail.clone(),
+        index_ids: Vec::new(),
     };
     let (tx, rx) = sync_channel(options.write_queue_max);
     let thread = std::thread::Builder::new()

@@ -130,6 +130,37 @@ pub(crate) struct ShardWriter {
     pub syncer: Option<Syncer>,
     /// Every appended batch goes here too, for shipping (see `tail.rs`).
     pub tail: Arc<std::sync::Mutex<super::tail::TailCache>>,
+    /// The ranking's id of each of the shard's items, by shard-local item id (`u32::MAX`:
+    /// not yet known); see [`add_deltas`]. Cleared when the state is rebuilt.
+    pub index_ids: Vec<u32>,
+}
+
+/// Adds a group's ranking deltas (by shard-local item id) to the store-wide index. A known
+/// item goes by its cached index id, with no hash probe of its key; the index never moves
+/// an id (it is built once, when the store opens), and the cache is cleared whenever the
+/// shard's state, and so its local ids, is rebuilt (a set-aside, an install).
+pub(super) fn add_deltas(
+    ids: &mut Vec<u32>,
+    state: &ShardState,
+    index: &mut ScoreIndex,
+    deltas: &[(u32, f64)],
+) {
+    for &(item, delta) in deltas {
+        match ids.get(item as usize).copied().filter(|&id| id != u32::MAX) {
+            Some(id) => {
+                debug_assert_eq!(index.id_key(id), state.items.id_key(item), "a stale index id");
+                index.add_id(id, delta);
+            }
+            None => {
+                let Some(key) = state.items.id_key(item) else { continue };
+                let id = index.add_key(key, delta);
+                if ids.len() <= item as usize {
+                    ids.resize(item as usize + 1, u32::MAX);
+                }
+                ids[item as usize] = id;
+            }
+        }
+    }
 }
 
 /// An answer held back until the quorum commit reaches its group.
@@ -199,8 +230,9 @@ impl ShardWriter {
         }
         if matches!(cmd, Command::SetAside { .. } | Command::InstallSnapshot { .. }) {
             // The log is about to be cut or replaced: reads go to the segments until the
-            // next append.
+            // next append; the state is rebuilt, so its local item ids change.
             self.tail_cache().clear();
+            self.index_ids.clear();
         }
         match cmd {
             Command::Write { .. } => false,
@@ -316,11 +348,7 @@ impl ShardWriter {
             // while the state is at hand (lock order: shard state, then index; no path takes
             // them the other way round).
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (item, delta) in &applied.index_deltas {
-                if let Some(key) = state.items.id_key(*item) {
-                    index.add_key(key, *delta);
-                }
-            }
+            add_deltas(&mut self.index_ids, &state, &mut index, &applied.index_deltas);
             applied
         };
         debug_assert_eq!(applied.applied_seq, self.wal.next_seq() - 1);

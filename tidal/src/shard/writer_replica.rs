@@ -178,11 +178,7 @@ impl ShardWriter {
             // The deltas name items by shard-local id: resolved while the state is held
             // (lock order: shard state, then index, as in the leader's write path).
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            for (item, delta) in &deltas {
-                if let Some(key) = state.items.id_key(*item) {
-                    index.add_key(key, *delta);
-                }
-            }
+            super::writer::add_deltas(&mut self.index_ids, &state, &mut index, &deltas);
         }
         drop(state);
         self.applied.publish(applied_seq);
