@@ -21,6 +21,9 @@ use clap::{Args, Subcommand};
 pub enum BenchCommand {
     /// Durable ingest over loopback: tidal serve vs redis-server (AOF, appendfsync always).
     Http(HttpArgs),
+    /// Replication over 3 `tidal serve` processes: follower lag at a steady rate, and
+    /// cluster ingest (leader and quorum acks) next to a single node.
+    Cluster(crate::bench_cluster::ClusterArgs),
 }
 
 #[derive(Args)]
@@ -49,11 +52,12 @@ pub struct HttpArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Http(args) => http(&args),
+        BenchCommand::Cluster(args) => crate::bench_cluster::run(&args),
     }
 }
 
 /// A child process killed when dropped.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -64,18 +68,19 @@ impl Drop for Reaped {
 
 fn http(args: &HttpArgs) -> Result<()> {
     let scratch = tempfile_dir("tidal-bench-http")?;
-    let (server, addr) = start_tidal(&scratch.join("tidal"), args)?;
+    let (server, addr) = start_tidal(&scratch.join("tidal"), &args.durability, args.shards)?;
     let redis = if args.no_redis { None } else { start_redis(&scratch.join("redis"))? };
     println!(
         "durable ingest over loopback, {} clients, {} s per shape, tidal with {} shards, durability {}",
         args.clients, args.seconds, args.shards, args.durability
     );
     for batch in [args.batch, 1] {
-        let tidal = measure(args, |n| post_signals(&addr, n, batch), batch)?;
+        let tidal =
+            measure(args.clients, args.seconds, |n| post_signals(&addr, "", n, batch).map(drop), batch)?;
         let line = format!("batch {batch:>5}: tidal {tidal}");
         match &redis {
             Some((_, port)) => {
-                let redis = measure(args, |n| redis_pipeline(*port, n, batch), batch)?;
+                let redis = measure(args.clients, args.seconds, |n| redis_pipeline(*port, n, batch), batch)?;
                 println!("{line}   redis {redis}   ratio {:>5.2}x", tidal.rate / redis.rate);
             }
             None if args.no_redis => println!("{line}"),
@@ -88,17 +93,17 @@ fn http(args: &HttpArgs) -> Result<()> {
     Ok(())
 }
 
-fn tempfile_dir(prefix: &str) -> Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir(prefix: &str) -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
 /// What one shape measured: signals per second and request latencies.
-struct Measured {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Measured {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
 }
 
 impl std::fmt::Display for Measured {
@@ -108,12 +113,17 @@ impl std::fmt::Display for Measured {
     }
 }
 
-/// Runs `send` from every client for the configured time; returns the rate and latencies.
-fn measure(args: &HttpArgs, send: impl Fn(u64) -> Result<()> + Sync, per_call: usize) -> Result<Measured> {
-    let until = Instant::now() + Duration::from_secs(args.seconds);
+/// Runs `send` from every client for `seconds`; returns the rate and latencies.
+pub(crate) fn measure(
+    clients: usize,
+    seconds: u64,
+    send: impl Fn(u64) -> Result<()> + Sync,
+    per_call: usize,
+) -> Result<Measured> {
+    let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut latencies: Vec<Duration> = std::thread::scope(|scope| -> Result<Vec<Duration>> {
-        let workers: Vec<_> = (0..args.clients as u64)
+        let workers: Vec<_> = (0..clients as u64)
             .map(|client| {
                 let send = &send;
                 scope.spawn(move || -> Result<Vec<Duration>> {
@@ -147,38 +157,53 @@ fn measure(args: &HttpArgs, send: impl Fn(u64) -> Result<()> + Sync, per_call: u
     })
 }
 
-fn signal_json(n: u64) -> serde_json::Value {
-    serde_json::json!({
-        "user": format!("user-{}", n % 10_007), "item": format!("item-{}", n % 100_003),
-        "kind": "click", "session": format!("sess-{}", n % 10_007), "value": 1.0,
-    })
+/// The JSON array of `count` signals from `first`, formatted directly (a `serde_json::Value`
+/// per signal cost the client more CPU than the server's parse).
+fn signals_body(first: u64, count: usize) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(count * 96 + 2);
+    body.push('[');
+    for n in first..first + count as u64 {
+        if n != first {
+            body.push(',');
+        }
+        let (user, item) = (n % 10_007, n % 100_003);
+        let _ = write!(
+            body,
+            r#"{{"user":"user-{user}","item":"item-{item}","kind":"click","session":"sess-{user}","value":1.0}}"#
+        );
+    }
+    body.push(']');
+    body.into_bytes()
 }
 
-/// One `POST /v1/signals` on this thread's keep-alive connection, written and read by hand
+/// One `POST /v1/signals{query}` on this thread's keep-alive connection to `addr`, written
+/// and read by hand
 /// as the Redis side writes RESP: the request goes out in one write and the answer is read
 /// by its `Content-Length`, then checked (status 200, one ack per signal). A general client
 /// (`tidal_client::Client`, ureq) costs more CPU per request than the server's whole
-/// handling of it, and on a shared 2-core machine that would measure the client.
-fn post_signals(addr: &str, first: u64, count: usize) -> Result<()> {
+/// handling of it, and on a shared 2-core machine that would measure the client. Returns
+/// the answer's `min_seq` token.
+pub(crate) fn post_signals(addr: &str, query: &str, first: u64, count: usize) -> Result<String> {
     thread_local! {
-        static CONN: std::cell::RefCell<Option<BufReader<TcpStream>>> = const { std::cell::RefCell::new(None) };
+        static CONN: std::cell::RefCell<Option<(String, BufReader<TcpStream>)>> =
+            const { std::cell::RefCell::new(None) };
     }
-    let body: Vec<serde_json::Value> = (first..first + count as u64).map(signal_json).collect();
-    let body = serde_json::to_vec(&body)?;
+    let body = signals_body(first, count);
     let mut request = format!(
-        "POST /v1/signals HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/signals{query} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    CONN.with(|cell| -> Result<()> {
+    CONN.with(|cell| -> Result<String> {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
+        if slot.as_ref().is_none_or(|(to, _)| to != addr) {
             let stream = TcpStream::connect(addr).context("connecting to tidal serve")?;
             stream.set_nodelay(true)?;
-            *slot = Some(BufReader::new(stream));
+            *slot = Some((addr.to_owned(), BufReader::new(stream)));
         }
-        let conn = slot.as_mut().context("tidal connection")?;
+        let (_, conn) = slot.as_mut().context("tidal connection")?;
         conn.get_mut().write_all(&request)?;
         let (status, answer) = read_answer(conn)?;
         if status != 200 {
@@ -188,12 +213,12 @@ fn post_signals(addr: &str, first: u64, count: usize) -> Result<()> {
         if answer.acks.len() != count {
             bail!("{} acks for {count} signals", answer.acks.len());
         }
-        Ok(())
+        Ok(answer.token)
     })
 }
 
 /// Reads one HTTP/1.1 answer framed by `Content-Length`: its status and body.
-fn read_answer(conn: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>)> {
+pub(crate) fn read_answer(conn: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>)> {
     let mut line = String::new();
     conn.read_line(&mut line)?;
     let status =
@@ -219,11 +244,11 @@ fn read_answer(conn: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>)> {
     Ok((status, body))
 }
 
-fn start_tidal(dir: &std::path::Path, args: &HttpArgs) -> Result<(Reaped, String)> {
+pub(crate) fn start_tidal(dir: &std::path::Path, durability: &str, shards: u32) -> Result<(Reaped, String)> {
     let exe = std::env::current_exe().context("locating the tidal binary")?;
     let mut child = Command::new(exe)
-        .args(["serve", "--durability", &args.durability, "--listen", "127.0.0.1:0"])
-        .args(["--shards", &args.shards.to_string()])
+        .args(["serve", "--durability", durability, "--listen", "127.0.0.1:0"])
+        .args(["--shards", &shards.to_string()])
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::piped())

@@ -64,7 +64,7 @@ fn free_port() -> Result<SocketAddr> {
 }
 
 /// Writes `dir/cluster.toml` (and its secret) unless it exists.
-fn cluster_file(nodes: u32, dir: &Path, shards: u32) -> Result<PathBuf> {
+pub(crate) fn cluster_file(nodes: u32, dir: &Path, shards: u32) -> Result<PathBuf> {
     let path = dir.join("cluster.toml");
     if path.exists() {
         return Ok(path);
@@ -100,22 +100,7 @@ fn up(nodes: u32, dir: &Path, shards: u32) -> Result<()> {
     }
     let path = cluster_file(nodes, dir, shards)?;
     let cluster = ClusterConfig::load(&path)?;
-    let exe = std::env::current_exe()?;
-    let mut children: Vec<(u32, Child)> = Vec::new();
-    for node in &cluster.file.nodes {
-        let log = std::fs::File::create(dir.join(format!("node-{}.log", node.id)))?;
-        let child = Command::new(&exe)
-            .args(["serve", "--node", &node.id.to_string(), "--cluster"])
-            .arg(&path)
-            .arg("--data-dir")
-            .arg(dir.join(format!("node-{}", node.id)))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting node {}", node.id))?;
-        children.push((node.id, child));
-    }
+    let mut children = spawn_nodes(&cluster, &path, dir)?;
     let ready = wait_ready(&cluster);
     if let Err(e) = ready {
         stop_children(&mut children);
@@ -141,7 +126,34 @@ fn up(nodes: u32, dir: &Path, shards: u32) -> Result<()> {
     wait_for_signal(&mut children)
 }
 
-fn wait_ready(cluster: &ClusterConfig) -> Result<()> {
+/// Starts one `tidal serve --node N` per node of the cluster file at `path` (data in
+/// `dir/node-N`, logs in `dir/node-N.log`).
+pub(crate) fn spawn_nodes(cluster: &ClusterConfig, path: &Path, dir: &Path) -> Result<Vec<(u32, Child)>> {
+    let exe = std::env::current_exe()?;
+    let mut children: Vec<(u32, Child)> = Vec::new();
+    for node in &cluster.file.nodes {
+        let log = std::fs::File::create(dir.join(format!("node-{}.log", node.id)))?;
+        let spawned = Command::new(&exe)
+            .args(["serve", "--node", &node.id.to_string(), "--cluster"])
+            .arg(path)
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{}", node.id)))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        match spawned {
+            Ok(child) => children.push((node.id, child)),
+            Err(e) => {
+                stop_children(&mut children);
+                return Err(e).with_context(|| format!("starting node {}", node.id));
+            }
+        }
+    }
+    Ok(children)
+}
+
+pub(crate) fn wait_ready(cluster: &ClusterConfig) -> Result<()> {
     let deadline = Instant::now() + READY_WAIT;
     for node in &cluster.file.nodes {
         let url = format!("http://{}/readyz", node.api);
@@ -186,7 +198,7 @@ async fn watch_children(children: &mut [(u32, Child)]) -> u32 {
     }
 }
 
-fn stop_children(children: &mut [(u32, Child)]) {
+pub(crate) fn stop_children(children: &mut [(u32, Child)]) {
     for (_, child) in children.iter_mut() {
         // SIGTERM: each node finishes requests, snapshots and closes.
         let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();

@@ -1,5 +1,6 @@
 //! The `tidal` command line: a thin layer over the library (ingest, reads, WAL tools).
 
+mod bench_cluster;
 mod bench_cmd;
 mod cluster_cmd;
 mod export_cmd;
