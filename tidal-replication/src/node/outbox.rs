@@ -24,7 +24,13 @@ pub(super) struct Outbox {
     /// Bytes the store has reported durable.
     durable: u64,
     held: VecDeque<(u64, NodeId, Message)>,
+    /// When `durable` last moved, or the outbox last had nothing to wait for (ms; set by
+    /// [`Outbox::stalled`]).
+    progress_ms: Option<u64>,
 }
+
+/// Waiting this long for an fsync report with no progress counts as stalled.
+pub(super) const STALL_MS: u64 = 500;
 
 impl Outbox {
     /// Sends `message` now if nothing appended is waiting for its fsync, else holds it.
@@ -44,6 +50,9 @@ impl Outbox {
 
     /// The store made everything through `log_bytes` durable: send what waited for it.
     pub fn durable(&mut self, transport: &mut dyn Transport, log_bytes: u64) {
+        if log_bytes > self.durable {
+            self.progress_ms = None;
+        }
         self.durable = self.durable.max(log_bytes);
         while self.held.front().is_some_and(|(needs, _, _)| *needs <= self.durable) {
             let (_, to, message) = self.held.pop_front().expect("front");
@@ -54,6 +63,17 @@ impl Outbox {
     /// Whether appended batches still wait for their fsync.
     pub fn waiting(&self) -> bool {
         self.durable < self.appended
+    }
+
+    /// Whether batches have waited for an fsync report for [`STALL_MS`] with none coming
+    /// (checked on every tick, at `now_ms`).
+    pub fn stalled(&mut self, now_ms: u64) -> bool {
+        if !self.waiting() {
+            self.progress_ms = None;
+            return false;
+        }
+        let since = *self.progress_ms.get_or_insert(now_ms);
+        now_ms.saturating_sub(since) >= STALL_MS
     }
 
     /// Drops every held message (the replica stopped: they would claim too much).
@@ -112,6 +132,20 @@ mod tests {
         let sent: BTreeMap<usize, Message> =
             net.0.iter().enumerate().map(|(i, (_, f))| (i, Message::decode(f).unwrap())).collect();
         assert_eq!(sent.values().cloned().collect::<Vec<_>>(), vec![ack(0), ack(10), ack(20)]);
+    }
+
+    #[test]
+    fn waiting_without_reports_is_a_stall_and_progress_resets_it() {
+        let (mut out, mut net) = (Outbox::default(), Sent::default());
+        assert!(!out.stalled(0), "nothing appended");
+        out.appended(10);
+        assert!(!out.stalled(1000));
+        assert!(!out.stalled(1000 + STALL_MS - 1));
+        out.durable(&mut net, 5);
+        assert!(!out.stalled(1000 + STALL_MS), "a report moved durable: the clock restarts");
+        assert!(out.stalled(1000 + 2 * STALL_MS));
+        out.durable(&mut net, 10);
+        assert!(!out.stalled(5000), "nothing left to wait for");
     }
 
     #[test]

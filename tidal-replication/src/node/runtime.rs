@@ -154,6 +154,13 @@ impl ShardRuntime {
         if self.failed.is_some() {
             return;
         }
+        if self.outbox.stalled(now_ms) {
+            // No fsync report for a while with batches waiting: ask the store directly (a
+            // failed fsync stops the replica here instead of leaving its acks held).
+            if let Err(reason) = self.settle(db, transport) {
+                return self.stop_with(reason);
+            }
+        }
         let actions = self.replica.tick(now_ms, &DbSource { db, shard: self.shard });
         self.execute(db, transport, actions);
         self.update_hold(db);
