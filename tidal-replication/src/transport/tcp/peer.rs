@@ -8,6 +8,10 @@
 //! - messages leave the queue only towards an authenticated connection that looked alive
 //!   just before; those lost in a write that fails are counted (`messages_lost`), never
 //!   retried: the transport promises no delivery, the protocol above retries;
+//! - a message that waited longer than [`STALE_AFTER`] for a connection is dropped when one
+//!   is made (counted in `messages_lost`): by then the protocol has sent what is still needed
+//!   again, and a peer back from a long absence would otherwise first replay a full queue of
+//!   stale appends and snapshot chunks;
 //! - reconnects wait an exponential backoff with jitter between `connect_backoff_min` and
 //!   `connect_backoff_max`, reset after each successful handshake.
 
@@ -15,7 +19,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -31,6 +35,9 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// Socket write buffer: small frames are gathered into one write, larger ones go straight out.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// Messages older than this when a connection is made are dropped (see the module docs).
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(5);
 
 /// Why [`Outbox::push`] refused a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +56,8 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    queue: VecDeque<Vec<u8>>,
+    /// Messages with the time they were queued.
+    queue: VecDeque<(Instant, Vec<u8>)>,
     bytes: usize,
     closed: bool,
 }
@@ -71,10 +79,22 @@ impl Outbox {
             return Err(Refused::Full);
         }
         state.bytes += message.len();
-        state.queue.push_back(message);
+        state.queue.push_back((Instant::now(), message));
         drop(state);
         self.changed.notify_all();
         Ok(())
+    }
+
+    /// Drops the messages queued longer than `age` ago; returns how many.
+    pub fn drop_older_than(&self, age: Duration) -> usize {
+        let mut state = self.state();
+        let mut dropped = 0;
+        while state.queue.front().is_some_and(|(at, _)| at.elapsed() > age) {
+            let (_, message) = state.queue.pop_front().expect("front");
+            state.bytes -= message.len();
+            dropped += 1;
+        }
+        dropped
     }
 
     /// Wakes the peer thread for good: it stops at its next check.
@@ -105,7 +125,7 @@ impl Outbox {
         let mut state = self.state();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while let Some(message) = state.queue.pop_front() {
+        while let Some((_, message)) = state.queue.pop_front() {
             bytes += message.len();
             state.bytes -= message.len();
             batch.push(message);
@@ -156,7 +176,9 @@ pub(crate) fn run_peer(shared: &Shared, peer: NodeId, addr: SocketAddr, outbox: 
         if let Some((stream, _registered)) = connect(shared, peer, addr, counters) {
             backoff.reset();
             bump(&counters.connects_out, 1);
-            debug!(%peer, %addr, "connected");
+            let stale = outbox.drop_older_than(STALE_AFTER);
+            bump(&counters.messages_lost, stale as u64);
+            debug!(%peer, %addr, stale, "connected");
             match pump(&stream, outbox, counters) {
                 Ok(()) => return,
                 Err(e) => debug!(%peer, error = %e, "connection lost"),
@@ -294,5 +316,17 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push(vec![], 2, 15), Err(Refused::Closed));
         assert!(!outbox.wait_for_message());
+    }
+
+    #[test]
+    fn stale_messages_are_dropped_and_their_bytes_released() {
+        let outbox = Outbox::default();
+        outbox.push(vec![0; 10], 8, 100).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        outbox.push(vec![1; 10], 8, 100).unwrap();
+        assert_eq!(outbox.drop_older_than(Duration::from_millis(20)), 1);
+        assert_eq!(outbox.drop_older_than(Duration::from_secs(60)), 0);
+        assert_eq!(outbox.take_batch(), vec![vec![1; 10]]);
+        assert_eq!(outbox.state().bytes, 0);
     }
 }

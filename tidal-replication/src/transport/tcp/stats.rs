@@ -30,7 +30,8 @@ pub struct PeerStats {
     pub disconnects_in: u64,
     /// Sends refused with `SendError::Full`.
     pub sends_full: u64,
-    /// Messages taken from the queue but lost with a broken connection.
+    /// Messages taken from the queue but lost with a broken connection, or dropped as stale
+    /// when a connection was made (queued longer than 5 s before).
     pub messages_lost: u64,
     /// Frames from this (authenticated) peer with a bad length or CRC; each closed its connection.
     pub frames_corrupt: u64,
