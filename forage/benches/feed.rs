@@ -17,7 +17,9 @@
 //! over HTTP (loopback, the same server the UI uses). Seen state and the content bandit are
 //! on (the defaults): every page excludes the items shown before and ranks with the linear
 //! Thompson draw. Last, a new source of 1,000 items: the time from its embeddings being
-//! stored to its items being in a feed (target <= 1 s), and the latency after it.
+//! stored to its items being in a feed (target <= 1 s), and the latency after it. With
+//! fsync durability, the disk's own fdatasync latency is measured last, in the same run: a
+//! page waits for the fsync of its impressions, so that is the floor under its p99.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,6 +177,37 @@ fn main() {
     report("http", http_samples(app.clone(), requests));
     report("app+new src", samples_after_new_source(&app, &mut rng));
     app.shutdown();
+    if durability == tidal::Durability::Fsync {
+        fsync_floor(dir.path(), requests);
+    }
+}
+
+/// The disk's own floor under a durable request, in the same run: `n` appends of 4 KiB to
+/// a file next to the store, each followed by `fdatasync`, at about the feed's pace. A
+/// feed page waits for one such fsync (its impressions), so its p99 cannot beat this one's.
+fn fsync_floor(dir: &std::path::Path, n: usize) {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        file.write_all(&[7u8; 4096]).expect("probe write");
+        let t = Instant::now();
+        file.sync_data().expect("fdatasync");
+        samples.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&path);
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "disk floor, same run: fdatasync of a 4 KiB append, {n} times: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+         (a durable feed page waits for one; FEED_BENCH_DURABILITY=none shows the feed without it)",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 /// Adds a source of 1,000 new items and embeds them, then measures how long the first feed
