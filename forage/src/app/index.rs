@@ -118,7 +118,7 @@ impl CandidateIndex {
         for s in stamps {
             index.insert(s);
         }
-        catalog.for_each_embedding(model, &mut |id, vector| index.set_embedding(&id, &vector))?;
+        catalog.scan_embeddings(model, &mut |id, vector| index.set_embedding(&id, &vector))?;
         // Rows written while building are merged again by the next catch-up (merges are
         // idempotent), so starting from the watermark read first loses nothing.
         index.watermark = watermark;
