@@ -248,3 +248,35 @@ fn an_install_cut_short_at_any_durable_step_leaves_a_consistent_store() {
     }
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "the sweep reached both sides of the install: {outcomes:?}");
 }
+
+/// Replicas of one shard snapshot as often as configured, but at seqs a quarter period apart
+/// by node id, so they do not all stop to copy their state at once.
+#[test]
+fn replicas_snapshot_at_staggered_seqs() {
+    let a = tempfile::tempdir().unwrap();
+    let leader = Db::open(a.path(), options(1)).unwrap();
+    leader.set_role(0, ShardRole::Leader { epoch: 1 }).unwrap();
+    for r in 0..30 {
+        leader.submit_with(signals(r * 40, 40), AckMode::Leader).unwrap().wait().unwrap();
+    }
+    let mut firsts = Vec::new();
+    for node in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let follower =
+            Db::open(dir.path(), Options { snapshot_every_signals: 400, ..options(node) }).unwrap();
+        follower.set_role(0, ShardRole::Follower { epoch: 1, leader: Some(1) }).unwrap();
+        // One batch of 40 at a time. The first snapshot is never skipped (no earlier job
+        // runs), so its seq is the end of the batch that crossed the first boundary.
+        let mut first = None;
+        for r in 0..30u64 {
+            follower.apply_shipped(0, leader.read_batches(0, r * 40 + 1, 1).unwrap()).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+            while first.is_none() && std::time::Instant::now() < deadline {
+                first = follower.latest_snapshot(0).unwrap().map(|s| s.seq);
+            }
+        }
+        firsts.push(first.expect("a snapshot"));
+    }
+    // Phases of 200 (node 2) and 300 (node 3): the first boundaries are at 200 and 100.
+    assert_eq!(firsts, [200, 120], "first snapshot seqs of nodes 2 and 3");
+}
