@@ -109,26 +109,43 @@ pub async fn check_epochs(state: &AppState, epochs: &[(u32, u64, u64)]) -> Resul
         return Err(ApiError::bad_request("invalid_token", message).field("min_seq"));
     };
     for &(shard, seq, epoch) in epochs {
-        // The history is published right after the apply; give it a moment to catch up.
+        // The read already waited until the store applied `seq`; the replica's epoch history
+        // is published by the replication thread a moment after that apply (later on a busy
+        // machine). Only a record of another epoch at `seq` is a verdict: no record yet means
+        // the history has not caught up, so wait for it, and if it never does, say "not yet".
+        let deadline = tokio::time::Instant::now() + EPOCH_HISTORY_WAIT;
         let mut held = cluster.epoch_at(shard, seq);
-        for _ in 0..20 {
-            if held == Some(epoch) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        while held.is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             held = cluster.epoch_at(shard, seq);
         }
-        if held != Some(epoch) {
-            let found = held.map_or("no record".to_string(), |e| format!("a record of epoch {e}"));
-            let message = format!(
-                "min_seq names seq {seq} of epoch {epoch} on shard {shard}, but this replica holds {found} there: \
-                 the token comes from a history this replica does not share"
-            );
-            return Err(ApiError::new(StatusCode::CONFLICT, "token_not_in_history", message).field("min_seq"));
+        match held {
+            Some(e) if e == epoch => {}
+            Some(e) => {
+                let message = format!(
+                    "min_seq names seq {seq} of epoch {epoch} on shard {shard}, but this replica holds a record of \
+                     epoch {e} there: the token comes from a history this replica does not share"
+                );
+                return Err(
+                    ApiError::new(StatusCode::CONFLICT, "token_not_in_history", message).field("min_seq")
+                );
+            }
+            None => {
+                let message = format!(
+                    "min_seq names seq {seq} of epoch {epoch} on shard {shard}; this replica applied it, but its \
+                     epoch history does not reach it yet"
+                );
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_yet", message)
+                    .field("min_seq")
+                    .retry_after(1));
+            }
         }
     }
     Ok(())
 }
+
+/// How long a read waits for the replica's epoch history to reach a token's seq.
+const EPOCH_HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A token with each shard's leading epoch, for a node in a cluster.
 pub fn token_with_epochs(state: &AppState, token: &str) -> String {
@@ -151,6 +168,52 @@ pub fn token_with_epochs(state: &AppState, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica whose history reaches seq 10 (epoch 2) only after `published_after`.
+    struct Lagging {
+        published_after: std::time::Instant,
+    }
+
+    impl ClusterView for Lagging {
+        fn status(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn api_of(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn promote(&self, _: u32) -> Result<(), String> {
+            Err("no".into())
+        }
+        fn epoch_at(&self, _: u32, seq: u64) -> Option<u64> {
+            (seq <= 10 && std::time::Instant::now() >= self.published_after).then_some(2)
+        }
+        fn leading_epoch(&self, _: u32) -> Option<u64> {
+            None
+        }
+        fn default_ack(&self) -> AckMode {
+            AckMode::Quorum
+        }
+        fn metrics_text(&self) -> String {
+            String::new()
+        }
+    }
+
+    fn state(published_after: std::time::Duration) -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tidal::Db::open(dir.path(), tidal::Options::default()).unwrap();
+        let view = Lagging { published_after: std::time::Instant::now() + published_after };
+        (AppState::new(db, crate::config::Limits::default(), None).with_cluster(Arc::new(view)), dir)
+    }
+
+    #[tokio::test]
+    async fn a_history_that_lags_the_apply_is_waited_for_and_only_another_epoch_is_a_conflict() {
+        let (late, _dir) = state(std::time::Duration::from_millis(300));
+        assert!(check_epochs(&late, &[(0, 10, 2)]).await.is_ok(), "published 300 ms after the apply");
+        let err = check_epochs(&late, &[(0, 10, 3)]).await.unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::CONFLICT, "token_not_in_history"));
+        let err = check_epochs(&late, &[(0, 11, 2)]).await.unwrap_err();
+        assert_eq!((err.status, err.code), (StatusCode::SERVICE_UNAVAILABLE, "not_yet"), "{}", err.message);
+    }
 
     #[test]
     fn epochs_split_off_the_token() {
