@@ -308,3 +308,19 @@ fn concurrent_pages_of_one_cursor_log_every_impression() {
     assert_eq!(logs.impressions.len(), 25, "an impression was lost to a key collision");
     app.shutdown();
 }
+
+#[test]
+fn the_candidate_index_is_built_at_start_up_before_any_feed_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = open(dir.path());
+    assert!(!app.index_ready(), "no request and no background work yet");
+    app.start_background();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app.index_ready() {
+        assert!(std::time::Instant::now() < deadline, "the index was not built in the background");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let page = app.feed(&FeedRequest { limit: Some(5), ..FeedRequest::default() }).expect("feed");
+    assert_eq!(page.items.len(), 5);
+    app.shutdown();
+}

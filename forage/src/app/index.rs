@@ -325,6 +325,11 @@ pub struct IndexCache {
 }
 
 impl IndexCache {
+    /// Whether an index is built and not being built or updated right now.
+    pub fn is_built(&self) -> bool {
+        self.slot.try_lock().is_ok_and(|slot| slot.is_some())
+    }
+
     /// The index for removal `generation`, caught up with `catalog` (see the module docs):
     /// built from `source` when there is none or items were removed since.
     pub fn get(

@@ -280,6 +280,37 @@ impl Forage {
         });
         if started {
             sources::start_schedule(self);
+            self.warm_index();
+        }
+    }
+
+    /// Whether the candidate index is built (at start-up by [`Forage::start_background`], or
+    /// by the first feed request) and not being updated at this moment.
+    pub fn index_ready(&self) -> bool {
+        self.index.is_built()
+    }
+
+    /// Builds the candidate index on a thread of its own right away, so that the first feed
+    /// request of a large catalog (about 15 s at a million items) does not wait for all of
+    /// it: a request that comes sooner waits for the same build, never starts a second one.
+    fn warm_index(self: &Arc<Self>) {
+        let app = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("forage-index".into()).spawn(move || {
+            let Some(app) = app.upgrade() else { return };
+            let started = std::time::Instant::now();
+            match app.candidate_index() {
+                Ok(index) => tracing::info!(
+                    items = index.read().items(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "candidate index ready"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "candidate index not built at start-up; the first feed builds it")
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread for the candidate index; the first feed builds it");
         }
     }
 
