@@ -167,25 +167,29 @@ fn lag(args: &ClusterArgs, leader: &str, followers: &[String]) -> Result<String>
         }
     }
     let _ = stop_tx.send(());
-    let mut records = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))??;
-    let mut lags: Vec<f64> = slowest.into_values().collect();
+    let records = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))??;
+    let lags: Vec<f64> = slowest.into_values().collect();
+    Ok(lag_report(args.rate, achieved, late, lags, records))
+}
+
+/// The lag run's report line: per-batch lag (ms) and sampled lag in records, p50 and p99.
+fn lag_report(rate: u64, achieved: f64, late: u64, mut lags: Vec<f64>, records: Vec<u64>) -> String {
     lags.sort_by(f64::total_cmp);
-    records.sort_unstable();
+    let mut records: Vec<f64> = records.into_iter().map(|r| r as f64).collect();
+    records.sort_by(f64::total_cmp);
     let pct =
         |v: &[f64], q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-    let records: Vec<f64> = records.into_iter().map(|r| r as f64).collect();
-    Ok(format!(
-        "lag at {} signals/s offered ({achieved:.0}/s achieved, {late} batches late), 2 followers, 3 processes: \
+    format!(
+        "lag at {rate} signals/s offered ({achieved:.0}/s achieved, {late} batches late), 2 followers, 3 processes: \
          leader ack to visible on both followers p50 {:.2} ms, p99 {:.2} ms (target p99 <= 5 ms); \
          lag in records p50 {:.0}, p99 {:.0} ({} batches, {} samples)",
-        args.rate,
         pct(&lags, 0.5),
         pct(&lags, 0.99),
         pct(&records, 0.5),
         pct(&records, 0.99),
         lags.len(),
         records.len()
-    ))
+    )
 }
 
 /// Clients posting in the lag run.
