@@ -103,22 +103,23 @@ fn take(job: Job, pending: &mut Option<SyncRequest>, settles: &mut Vec<Sender<()
 }
 
 fn sync_one(shard: u32, request: SyncRequest, metrics: &Metrics, failed: &Mutex<Option<String>>) {
-    let mut failure = failed.lock().unwrap_or_else(|e| e.into_inner());
-    if failure.is_some() {
+    // The lock is held only to read or set the failure, never across the fsync: the writer
+    // reads it before every shipped group and must not wait for an fsync in flight. Only
+    // this thread sets it, so nothing can fail in between.
+    if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
         return;
     }
     let started = Instant::now();
     match request.file.sync_data() {
         Ok(()) => {
             metrics.fsync.observe(started.elapsed());
-            drop(failure);
             if let Some(report) = &request.report {
                 let _ = report.send(request.event);
             }
         }
         Err(e) => {
             tracing::error!(shard, error = %e, "pipelined WAL fsync failed; the shard stops");
-            *failure = Some(format!("sync segment: {e}"));
+            *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("sync segment: {e}"));
         }
     }
 }
