@@ -147,3 +147,32 @@ fn a_deposed_leaders_unreplicated_tail_is_set_aside_not_merged() {
     let divergent = std::fs::read_dir(dirs[0].path().join("data/divergent")).unwrap().count();
     assert_eq!(divergent, 1);
 }
+
+/// A peer that ships a batch for a shard this node does not host is told so (its leader
+/// counts the refusal by reason and stops shipping there): nothing is applied, and the
+/// node goes on serving the shard it does host.
+#[test]
+fn a_batch_for_a_shard_the_node_does_not_host_is_refused_and_changes_nothing() {
+    use tidal_replication::protocol::{Message, Refusal};
+    use tidal_replication::transport::Transport;
+    let net = ChannelNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let member = start(&net, dir.path(), NODES[1]);
+    let (mut peer, replies) = net.join(NODES[0], 64);
+    let batches = vec![vec![0u8; 64]];
+    let append = Message::Append { shard: 9, epoch: 1, prev: Default::default(), batches, commit: 0 };
+    peer.send(NODES[1], append.encode()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let (from, bytes) = replies.recv_timeout(deadline - Instant::now()).expect("an answer");
+        match Message::decode(&bytes).unwrap() {
+            Message::Refused { shard: 9, reason, .. } => break (from, reason),
+            _ => continue, // the node's own probes and answers about shard 0
+        }
+    };
+    assert_eq!(refusal, (NODES[1], Refusal::UnknownShard));
+    assert_eq!(member.db.position(0).unwrap().applied_seq, 0, "nothing applied");
+    let status = member.node.status();
+    assert_eq!(status.shards.len(), 1);
+    assert!(status.shards[0].failed.is_none() && status.shards[0].role != "failed", "{status:?}");
+}
