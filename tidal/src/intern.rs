@@ -145,6 +145,23 @@ impl<V> IdMap<V> {
         }
     }
 
+    /// A map whose ids `0..len` name `slots` in order (keys distinct, as the slots of another
+    /// map are; a repeated key would be found under its first id only).
+    pub fn from_slots(slots: Vec<(IdKey, V)>) -> Self {
+        let hasher = foldhash::fast::RandomState::default();
+        let mut table = HashTable::with_capacity(slots.len());
+        for (id, (key, _)) in slots.iter().enumerate() {
+            let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_bytes()));
+            table.insert_unique(hasher.hash_one(key.as_bytes()), id as u32, rehash);
+        }
+        IdMap { table, slots, hasher }
+    }
+
+    /// Every `(key, value)` slot, in id order.
+    pub fn slots(&self) -> &[(IdKey, V)] {
+        &self.slots
+    }
+
     /// Keys hash as bytes, so a `&str` and a stored key hash alike without a UTF-8 check.
     fn hash_of(&self, bytes: &[u8]) -> u64 {
         self.hasher.hash_one(bytes)

@@ -121,6 +121,49 @@ pub struct IdempotencyStore {
     keys_max: usize,
     /// Reused to build scoped keys (not state).
     scratch: String,
+    /// A copy at one seq in progress (see `shard::cow`); not cloned with the store.
+    copy: CopyInProgress,
+}
+
+/// The store's entries at the seq a copy began, oldest first, gathered a slice at a time.
+///
+/// The store only appends keys and evicts them from the front, and a key's ack never
+/// changes, so the entries at that seq are the first `len` of `order` then: `cursor` of them
+/// are handled, and `evicted` of them have left `order` since, each handled before it left.
+#[derive(Debug)]
+pub struct IdempotencyCopy {
+    len: usize,
+    cursor: usize,
+    evicted: usize,
+    copied: Vec<(Arc<str>, Ack)>,
+}
+
+impl IdempotencyCopy {
+    /// A store holding the copied entries, with the shard's limits.
+    pub fn into_store(self, limits: crate::shard::state::StateLimits) -> IdempotencyStore {
+        let mut store = IdempotencyStore::new(limits.idempotency_window_ms, limits.idempotency_keys_max);
+        store.order = self.copied.iter().map(|(key, _)| key.clone()).collect();
+        store.map = self.copied.into_iter().collect();
+        store
+    }
+
+    /// Called with each entry eviction takes from the front of `order`.
+    fn evicting(&mut self, key: Arc<str>, ack: Option<Ack>) {
+        if self.evicted == self.cursor && self.cursor < self.len {
+            self.copied.extend(ack.map(|ack| (key, ack)));
+            self.cursor += 1;
+        }
+        self.evicted += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct CopyInProgress(Option<Box<IdempotencyCopy>>);
+
+impl Clone for CopyInProgress {
+    fn clone(&self) -> Self {
+        CopyInProgress(None)
+    }
 }
 
 impl IdempotencyStore {
@@ -145,7 +188,9 @@ impl IdempotencyStore {
     /// Remembers the ack of a first write, then evicts by count and by age.
     pub fn insert(&mut self, scoped_key: &str, ack: Ack) {
         let key: Arc<str> = scoped_key.into();
-        if self.map.insert(key.clone(), ack).is_none() {
+        // The first write's ack stays (a copy in progress relies on acks never changing).
+        if let std::collections::hash_map::Entry::Vacant(vacant) = self.map.entry(key.clone()) {
+            vacant.insert(ack);
             self.order.push_back(key);
         }
         self.evict(ack.hlc);
@@ -171,7 +216,10 @@ impl IdempotencyStore {
                 break;
             }
             if let Some(key) = self.order.pop_front() {
-                self.map.remove(&key);
+                let ack = self.map.remove(&key);
+                if let Some(copy) = self.copy.0.as_deref_mut() {
+                    copy.evicting(key, ack);
+                }
             }
         }
     }
@@ -187,6 +235,35 @@ impl IdempotencyStore {
     /// Entries oldest first, for snapshots.
     pub fn entries(&self) -> impl Iterator<Item = (&str, Ack)> {
         self.order.iter().filter_map(|k| self.map.get(k).map(|a| (&**k, *a)))
+    }
+
+    /// Begins a copy of the entries as they are now (see [`IdempotencyCopy`]).
+    pub fn begin_copy(&mut self) {
+        let len = self.order.len();
+        let copy = IdempotencyCopy { len, cursor: 0, evicted: 0, copied: Vec::with_capacity(len) };
+        self.copy.0 = Some(Box::new(copy));
+    }
+
+    /// Copies up to `budget` more entries of a copy in progress.
+    pub fn copy_step(&mut self, budget: usize) {
+        let Some(copy) = self.copy.0.as_deref_mut() else { return };
+        let end = copy.len.min(copy.cursor.saturating_add(budget));
+        while copy.cursor < end {
+            // Not yet handled, so not yet evicted: `evicted <= cursor`.
+            let Some(key) = self.order.get(copy.cursor - copy.evicted) else { break };
+            copy.copied.extend(self.map.get(key).map(|ack| (key.clone(), *ack)));
+            copy.cursor += 1;
+        }
+    }
+
+    /// Has the copy in progress (if any) handled every entry?
+    pub fn copy_is_done(&self) -> bool {
+        self.copy.0.as_ref().is_none_or(|copy| copy.cursor == copy.len)
+    }
+
+    /// Ends the copy in progress and returns it.
+    pub fn take_copy(&mut self) -> Option<IdempotencyCopy> {
+        self.copy.0.take().map(|copy| *copy)
     }
 
     /// Rebuilds from snapshot entries given oldest first.

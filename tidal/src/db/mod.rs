@@ -457,6 +457,7 @@ fn start_writer(
             tail: tail.clone(),
         },
         job: None,
+        copying: None,
         durability: options.durability,
         group_signals_max: options.group_signals_max,
         snapshot_every_signals: options.snapshot_every_signals,

@@ -49,9 +49,7 @@ impl ShardWriter {
                 keep_through.min(own_end)
             )));
         }
-        if let Some(job) = self.job.take() {
-            job.wait();
-        }
+        self.settle_snapshot();
         self.wal.sync().map_err(|e| {
             self.fail(&e);
             self.failed_error()

@@ -6,6 +6,7 @@
 //! which seq is missing.
 
 pub mod applied;
+pub(crate) mod cow;
 pub mod digest;
 pub mod engine;
 mod install;
@@ -20,6 +21,7 @@ pub(crate) mod tail;
 pub mod user;
 pub(crate) mod writer;
 mod writer_replica;
+mod writer_snapshot;
 
 /// Directory (in the data directory) that holds shard snapshots.
 pub const SNAPSHOT_DIR: &str = "snapshots";

@@ -52,9 +52,7 @@ impl ShardWriter {
         if let Some(reason) = &self.failed {
             return Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() });
         }
-        if let Some(job) = self.job.take() {
-            job.wait();
-        }
+        self.settle_snapshot();
         self.wal.sync().map_err(|e| self.fail_with(e))?;
         let paths = &reopen.paths;
         let vfs = &*reopen.options.vfs;

@@ -1,5 +1,5 @@
 //! Snapshots off the write path: the shard's writer thread hands a consistent copy of its
-//! state (cloned between two group commits, so it is exactly the state after one batch) to a
+//! state at one seq (taken a slice at a time between group commits, see `shard::cow`) to a
 //! background thread, which encodes it, writes it atomically, prunes old snapshots and retires
 //! the WAL segments they cover, while the writer goes on committing.
 //!
@@ -17,10 +17,12 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+use super::cow::StateCopy;
 use super::snapshot;
 use super::state::{ShardParams, ShardState};
 use crate::error::Result;
 use crate::history;
+use crate::session::IdempotencyCopy;
 use crate::wal::vfs::Vfs;
 use crate::wal::{WalError, reader};
 
@@ -50,18 +52,19 @@ pub(crate) struct SnapshotJob {
 }
 
 impl SnapshotJob {
-    /// Starts writing `state` (a copy the writer made). The outcome goes to `reply` when
+    /// Starts writing `copy` (a copy the writer made). The outcome goes to `reply` when
     /// someone waits for it, else failures are logged (the WAL still holds everything).
     pub fn start(
         target: SnapshotTarget,
-        state: ShardState,
+        (copy, idempotency): (StateCopy, IdempotencyCopy),
         reply: Option<oneshot::Sender<Result<u64>>>,
     ) -> Result<SnapshotJob> {
-        let seq = state.applied_seq;
+        let seq = copy.seq();
         let dir = target.snapshot_dir.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tidal-snap-{}", target.shard))
             .spawn(move || {
+                let state = copy.into_state(idempotency, &target.params);
                 let outcome = write(&target, &state);
                 drop(state);
                 match reply {

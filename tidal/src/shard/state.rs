@@ -99,7 +99,7 @@ pub struct HistoryEntry {
     pub session: Option<Arc<str>>,
 }
 
-/// The state of one shard. `Clone` is the consistent copy a background snapshot encodes.
+/// The state of one shard. A snapshot encodes a copy taken a slice at a time (`shard::cow`).
 #[derive(Clone, Debug)]
 pub struct ShardState {
     pub shard: u32,
@@ -116,6 +116,9 @@ pub struct ShardState {
     /// The decay growth of the last record's millisecond: records of a batch share their
     /// millisecond, so most records skip the `exp2`. Derived, not part of the state.
     growth_memo: (u64, Decay, f64),
+    /// A copy of the state at an earlier seq being taken for a snapshot (see `shard::cow`):
+    /// `apply` hands it the old value of every entry it is about to change.
+    pub(super) copy: super::cow::CopySlot,
 }
 
 impl ShardState {
@@ -131,6 +134,7 @@ impl ShardState {
             limits,
             scoring: Scoring::default(),
             growth_memo: (u64::MAX, Decay { t_ref_ms: 0, half_life_ms: 0 }, 0.0),
+            copy: super::cow::CopySlot::default(),
         }
     }
 
@@ -159,6 +163,9 @@ impl ShardState {
         let growth = self.growth_at(hlc.physical_ms());
         let weights = self.scoring.weights;
         let (item, entry) = self.items.entry_with(signal.item, ItemEntry::default);
+        if let Some(copy) = self.copy.0.as_deref_mut() {
+            copy.items.preserve(item, signal.item, entry);
+        }
         entry.state.apply(signal, hlc, replica);
         let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
         let kind = self.kind_id(&signal.kind);
@@ -173,7 +180,10 @@ impl ShardState {
 
     fn apply_user(&mut self, item: u32, kind: KindId, replica: u64, ack: Ack, signal: &SignalRef<'_>) {
         let limits = self.limits;
-        let (_, user) = self.users.entry_with(signal.user, UserState::default);
+        let (id, user) = self.users.entry_with(signal.user, UserState::default);
+        if let Some(copy) = self.copy.0.as_deref_mut() {
+            copy.users.preserve(id, signal.user, user);
+        }
         if signal.kind.is_negative(signal.value) {
             user.hard_negatives.get_or_insert_default().add(item, replica);
         } else if signal.kind.is_positive(signal.value)

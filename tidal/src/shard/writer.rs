@@ -107,6 +107,8 @@ pub(crate) struct ShardWriter {
     pub snapshot_target: SnapshotTarget,
     /// The snapshot being written, if one is.
     pub job: Option<SnapshotJob>,
+    /// A snapshot's copy being taken (see `writer_snapshot`), with who waits for it.
+    pub copying: Option<super::writer_snapshot::SnapshotReply>,
     pub durability: Durability,
     pub group_signals_max: usize,
     pub snapshot_every_signals: u64,
@@ -206,6 +208,16 @@ impl ShardWriter {
     }
 
     fn next_command(&mut self, rx: &Receiver<Command>) -> Option<Command> {
+        // Idle with a copy in progress: sweep it a slice at a time, looking for work between.
+        while self.copying.is_some() {
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.advance_copy(super::writer_snapshot::COPY_SLICE_ENTRIES);
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            }
+        }
         let Durability::Interval(every) = self.durability else {
             return rx.recv().ok();
         };
@@ -285,9 +297,7 @@ impl ShardWriter {
 
     fn finish(&mut self) -> Result<()> {
         self.settle_syncer();
-        if let Some(job) = self.job.take() {
-            job.wait();
-        }
+        self.settle_snapshot();
         if self.unsynced && self.failed.is_none() {
             self.sync_now();
         }
@@ -403,51 +413,6 @@ impl ShardWriter {
         self.unsynced = false;
         self.last_sync = Instant::now();
         self.report_durable();
-        Ok(())
-    }
-
-    pub(super) fn maybe_snapshot(&mut self) {
-        if self.job.as_ref().is_some_and(|job| !job.is_finished()) {
-            return;
-        }
-        let applied = self.wal.next_seq() - 1;
-        let every = self.snapshot_every_signals;
-        let due = every > 0
-            && match self.role {
-                ShardRole::Standalone => applied - self.last_snapshot_seq >= every,
-                // Replicas snapshot when the log crosses a boundary shifted by a quarter
-                // period per node id: every `every` signals still, but not all at the same
-                // seq, so the replicas of a shard do not all stop to copy their state (tens
-                // of ms at 100k items) at once, each slowing the others on shared cores.
-                _ => {
-                    let phase = every / 4 * u64::from(self.node_id % 4);
-                    (applied + phase) / every > (self.last_snapshot_seq + phase) / every
-                }
-            };
-        if due && let Err(error) = self.start_snapshot(&mut None) {
-            tracing::warn!(shard = self.shard, %error, "automatic snapshot failed; the WAL still holds everything");
-        }
-    }
-
-    /// Starts a snapshot of the current state in the background (see `snapshot_job`), after
-    /// waiting for a running one. The job takes `reply` and sends it the outcome; on an error
-    /// here `reply` is left to the caller.
-    pub fn start_snapshot(&mut self, reply: &mut Option<oneshot::Sender<Result<u64>>>) -> Result<()> {
-        if self.failed.is_some() {
-            return Err(self.failed_error());
-        }
-        if let Some(job) = self.job.take() {
-            job.wait();
-        }
-        // A snapshot must never cover records the WAL could still lose.
-        if let Err(e) = self.wal.sync() {
-            self.fail(&e);
-            return Err(self.failed_error());
-        }
-        self.unsynced = false;
-        let copy = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
-        self.last_snapshot_seq = copy.applied_seq;
-        self.job = Some(SnapshotJob::start(self.snapshot_target.clone(), copy, reply.take())?);
         Ok(())
     }
 }
