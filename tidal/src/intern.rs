@@ -7,17 +7,16 @@
 //! Owns the key → id table and the id-indexed slots. Invariants:
 //! - ids are `0..len`, in first-seen order, and are never removed or reused (a shard never
 //!   forgets an item or a user), so an id held elsewhere stays valid for the map's life;
-//! - `slots[id].0` is the key the table maps to `id`. The table holds only the 4-byte ids
-//!   (memory: with hashbrown's control byte, 5 bytes per bucket), so a probe reads a slot's
-//!   key only on a 7-bit tag match, and growing the table rehashes keys from the slots;
+//! - `slots[id].0` is the key the table maps to `id`. The table ([`IdTable`]) holds only
+//!   32 bits of each key's hash and its id (8 bytes per bucket, at most 7/10 full), so a
+//!   probe reads a slot's key only on a 32-bit hash match, and growing never rereads a key;
 //! - ids are an in-memory layout only. Nothing durable or compared across replicas (snapshot
 //!   bytes, the [`StateDigest`](crate::shard::digest::StateDigest)) may depend on them: those
 //!   resolve ids back to strings.
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
+use crate::id_table::IdTable;
 
 /// Longest key kept inline in its slot (no allocation; comparing it reads the slot itself).
 pub const INLINE_KEY_BYTES_MAX: usize = 22;
@@ -75,14 +74,14 @@ impl std::fmt::Debug for IdKey {
 /// A map from id strings to dense `u32` ids and one value per id (see the module docs).
 #[derive(Clone)]
 pub struct IdMap<V> {
-    table: HashTable<u32>,
+    table: IdTable,
     slots: Vec<(IdKey, V)>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl<V> Default for IdMap<V> {
     fn default() -> Self {
-        IdMap { table: HashTable::new(), slots: Vec::new(), hasher: foldhash::fast::RandomState::default() }
+        IdMap { table: IdTable::default(), slots: Vec::new(), hasher: foldhash::fast::RandomState::default() }
     }
 }
 
@@ -139,7 +138,7 @@ impl<V> IdMap<V> {
     /// An empty map with room for `capacity` keys.
     pub fn with_capacity(capacity: usize) -> Self {
         IdMap {
-            table: HashTable::with_capacity(capacity),
+            table: IdTable::with_capacity(capacity),
             slots: Vec::with_capacity(capacity),
             ..Self::default()
         }
@@ -149,10 +148,9 @@ impl<V> IdMap<V> {
     /// map are; a repeated key would be found under its first id only).
     pub fn from_slots(slots: Vec<(IdKey, V)>) -> Self {
         let hasher = foldhash::fast::RandomState::default();
-        let mut table = HashTable::with_capacity(slots.len());
+        let mut table = IdTable::with_capacity(slots.len());
         for (id, (key, _)) in slots.iter().enumerate() {
-            let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_bytes()));
-            table.insert_unique(hasher.hash_one(key.as_bytes()), id as u32, rehash);
+            table.insert_new(hasher.hash_one(key.as_bytes()), id as u32);
         }
         IdMap { table, slots, hasher }
     }
@@ -169,9 +167,26 @@ impl<V> IdMap<V> {
 
     /// The id of `key`, if it was interned.
     pub fn id(&self, key: &str) -> Option<u32> {
+        self.id_hashed(key, self.hash_key(key))
+    }
+
+    /// The hash [`IdMap::id_hashed`] and [`IdMap::home`] take for `key`.
+    pub fn hash_key(&self, key: &str) -> u64 {
+        self.hash_of(key.as_bytes())
+    }
+
+    /// [`IdMap::id`] with the key's hash computed before.
+    pub fn id_hashed(&self, key: &str, hash: u64) -> Option<u32> {
         let probe = Probe::new(key);
-        let hash = self.hash_of(probe.bytes());
-        self.table.find(hash, |&id| names(&self.slots, id, &probe)).copied()
+        self.table.find(hash, |id| names(&self.slots, id, &probe))
+    }
+
+    /// Reads the table's home bucket for `hash`, and returns the id it holds if the hash bits
+    /// match (a candidate: the key is not checked). Applying a group of records calls it for
+    /// many keys before searching any, so the buckets' cache misses overlap (see
+    /// `shard::apply_group`).
+    pub fn home(&self, hash: u64) -> Option<u32> {
+        IdTable::candidate(self.table.home(hash), hash).filter(|&id| (id as usize) < self.slots.len())
     }
 
     /// The id of `key`, interning it with the value `new()` if it is new. Returns the id and
@@ -187,20 +202,15 @@ impl<V> IdMap<V> {
 
     fn intern_probe(&mut self, probe: Probe<'_>, new: impl FnOnce() -> V) -> (u32, bool) {
         let hash = self.hash_of(probe.bytes());
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        let rehash = |&id: &u32| slots.get(id as usize).map_or(0, |(k, _)| hasher.hash_one(k.as_bytes()));
-        match self.table.entry(hash, |&id| names(slots, id, &probe), rehash) {
-            Entry::Occupied(found) => (*found.get(), false),
-            Entry::Vacant(vacant) => {
-                // A shard would need terabytes of memory to hold 2^32 keys; ids then wrap
-                // rather than panic, which the table's key check turns into misses, not
-                // into wrong values.
-                let id = self.slots.len() as u32;
-                vacant.insert(id);
-                self.slots.push((probe.into_key(), new()));
-                (id, true)
-            }
+        if let Some(id) = self.table.find(hash, |id| names(&self.slots, id, &probe)) {
+            return (id, false);
         }
+        // A shard would need terabytes of memory to hold 2^32 keys; ids then wrap rather
+        // than panic, which the key check turns into misses, not into wrong values.
+        let id = self.slots.len() as u32;
+        self.table.insert_new(hash, id);
+        self.slots.push((probe.into_key(), new()));
+        (id, true)
     }
 
     /// Sets the value of `key` (interning it if new); returns its id.
@@ -221,6 +231,22 @@ impl<V> IdMap<V> {
         let (id, _) = self.intern_with(key, new);
         // Every id the table hands out is below `slots.len()` (see `intern_with`).
         (id, &mut self.slots[id as usize].1)
+    }
+
+    /// [`IdMap::entry_with`] given the id a lookup of `key` found earlier (ids never
+    /// change), which skips the lookup; `None` looks it up (and interns it if new).
+    pub fn entry_with_id(&mut self, id: Option<u32>, key: &str, new: impl FnOnce() -> V) -> (u32, &mut V) {
+        match id {
+            Some(id) if (id as usize) < self.slots.len() => {
+                debug_assert_eq!(
+                    self.slots[id as usize].0.as_bytes(),
+                    key.as_bytes(),
+                    "id {id} names another key"
+                );
+                (id, &mut self.slots[id as usize].1)
+            }
+            _ => self.entry_with(key, new),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
@@ -282,7 +308,7 @@ impl<V> IdMap<V> {
     /// Bytes held beyond `size_of::<IdMap<V>>()` by the table, the slots and boxed keys
     /// (not counting what the values hold on the heap).
     pub fn heap_bytes(&self) -> usize {
-        let table = self.table.capacity() * (std::mem::size_of::<u32>() + 1);
+        let table = self.table.heap_bytes();
         let slots = self.slots.capacity() * std::mem::size_of::<(IdKey, V)>();
         table + slots + self.slots.iter().map(|(k, _)| k.heap_bytes()).sum::<usize>()
     }

@@ -20,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod history;
 pub mod hlc;
+pub mod id_table;
 pub mod intern;
 pub mod manifest;
 pub mod metrics;

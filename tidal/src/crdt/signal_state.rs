@@ -144,6 +144,12 @@ impl CrdtSignalState {
         CrdtSignalState::default()
     }
 
+    /// Reads the state's out-of-line part (no effect but loading it into the cache, for a
+    /// caller that will change the state soon: see `shard::apply_group`).
+    pub fn touch(&self) -> u64 {
+        self.kinds.first().map_or(0, |(kind, _)| u64::from(kind.code()))
+    }
+
     /// Folds one signal, stamped `hlc`, into the state on behalf of `replica`.
     pub fn apply(&mut self, signal: &SignalRef<'_>, hlc: Hlc, replica: ReplicaId) {
         let counters = self.counters_mut(&signal.kind);

@@ -182,11 +182,8 @@ pub fn apply_records(
     origin: u32,
     records: &[(Hlc, SignalRef<'_>)],
 ) -> Applied {
-    let index_deltas = records
-        .iter()
-        .enumerate()
-        .map(|(i, (hlc, signal))| apply_record(state, first_seq + i as u64, origin, *hlc, signal))
-        .collect();
+    let mut index_deltas = Vec::with_capacity(records.len());
+    state.apply_group(first_seq, origin, records, |delta| index_deltas.push(delta));
     Applied { applied_seq: state.applied_seq, index_deltas }
 }
 

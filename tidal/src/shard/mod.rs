@@ -6,6 +6,7 @@
 //! which seq is missing.
 
 pub mod applied;
+pub mod apply_group;
 pub(crate) mod cow;
 pub mod digest;
 pub mod engine;
@@ -160,15 +161,15 @@ fn replay_archive(
         return Ok(0);
     }
     let mut applied = 0;
-    reader::scan_shard_origin_records::<Error>(
+    reader::scan_shard_origin_batches::<Error>(
         vfs,
         archive,
         shard,
         1,
         Repair::ReadOnly,
-        |origin, seq, hlc, signal| {
-            engine::apply_record(state, seq, origin.unwrap_or(node_id), hlc, &signal);
-            applied += 1;
+        |origin, first_seq, records| {
+            state.apply_group(first_seq, origin.unwrap_or(node_id), records, |_| ());
+            applied += records.len() as u64;
             Ok(())
         },
     )?;
@@ -192,16 +193,17 @@ fn replay(
     clock.observe_trusted(state.last_hlc);
     let mut replayed = 0u64;
     let node_id = options.node_id;
-    let scan = reader::scan_shard_origin_records::<Error>(
+    let scan = reader::scan_shard_origin_batches::<Error>(
         vfs,
         &paths.wal_dir,
         shard,
         from_seq,
         Repair::Truncate,
-        |origin, seq, hlc, signal| {
-            engine::apply_record(&mut state, seq, origin.unwrap_or(node_id), hlc, &signal);
-            replayed += 1;
-            if replayed.is_multiple_of(PROGRESS_EVERY_RECORDS)
+        |origin, first_seq, records| {
+            state.apply_group(first_seq, origin.unwrap_or(node_id), records, |_| ());
+            let before = replayed;
+            replayed += records.len() as u64;
+            if before / PROGRESS_EVERY_RECORDS != replayed / PROGRESS_EVERY_RECORDS
                 && let Some(progress) = &options.progress
             {
                 progress(RecoveryProgress { shard, records_done: replayed });

@@ -157,19 +157,32 @@ impl ShardState {
     /// Callers apply records in seq order. Returns the item's id in [`ShardState::items`] and
     /// the signal's contribution to its undecayed score.
     pub fn apply(&mut self, seq: u64, origin: u32, hlc: Hlc, signal: &SignalRef<'_>) -> (u32, f64) {
+        self.apply_with_ids(seq, origin, hlc, signal, (None, None))
+    }
+
+    /// [`ShardState::apply`] given the ids of the record's item and user if a lookup found
+    /// them earlier (`shard::apply_group`); `None` looks them up.
+    pub(super) fn apply_with_ids(
+        &mut self,
+        seq: u64,
+        origin: u32,
+        hlc: Hlc,
+        signal: &SignalRef<'_>,
+        (item_id, user_id): (Option<u32>, Option<u32>),
+    ) -> (u32, f64) {
         debug_assert!(seq > self.applied_seq, "seq {seq} applied after {}", self.applied_seq);
         let ack = Ack::new(self.shard, seq, hlc);
         let replica = replica_id(origin, self.shard);
         let growth = self.growth_at(hlc.physical_ms());
         let weights = self.scoring.weights;
-        let (item, entry) = self.items.entry_with(signal.item, ItemEntry::default);
+        let (item, entry) = self.items.entry_with_id(item_id, signal.item, ItemEntry::default);
         if let Some(copy) = self.copy.0.as_deref_mut() {
             copy.items.preserve(item, signal.item, entry);
         }
         entry.state.apply(signal, hlc, replica);
         let contribution = entry.decayed.add(&signal.kind, signal.value, growth, &weights);
         let kind = self.kind_id(&signal.kind);
-        self.apply_user(item, kind, replica, ack, signal);
+        self.apply_user(item, user_id, (kind, replica, ack), signal);
         if let Some(key) = signal.idempotency_key {
             self.idempotency.insert_scoped(signal.user, key, ack);
         }
@@ -178,9 +191,15 @@ impl ShardState {
         (item, contribution)
     }
 
-    fn apply_user(&mut self, item: u32, kind: KindId, replica: u64, ack: Ack, signal: &SignalRef<'_>) {
+    fn apply_user(
+        &mut self,
+        item: u32,
+        user_id: Option<u32>,
+        (kind, replica, ack): (KindId, u64, Ack),
+        signal: &SignalRef<'_>,
+    ) {
         let limits = self.limits;
-        let (id, user) = self.users.entry_with(signal.user, UserState::default);
+        let (id, user) = self.users.entry_with_id(user_id, signal.user, UserState::default);
         if let Some(copy) = self.copy.0.as_deref_mut() {
             copy.users.preserve(id, signal.user, user);
         }

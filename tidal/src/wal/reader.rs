@@ -190,6 +190,34 @@ pub fn scan_shard_origin_records<E: From<WalError>>(
     Scanner { vfs, shard, from_seq, repair }.run(dir, &mut process)
 }
 
+/// [`scan_shard_origin_records`] a batch at a time: `on_batch` gets a batch's origin node
+/// (`None` for a v1 header), the seq of the first record it hands over and the batch's
+/// records from there (those at or after `from_seq`), all decoded and verified before any is
+/// handed over (replay applies them as a group, see `shard::apply_group`).
+pub fn scan_shard_origin_batches<E: From<WalError>>(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    shard: u32,
+    from_seq: u64,
+    repair: Repair,
+    mut on_batch: impl FnMut(Option<u32>, u64, &[(Hlc, SignalRef<'_>)]) -> Result<(), E>,
+) -> Result<ScanReport, E> {
+    let from_seq = from_seq.max(1);
+    let mut process = |header: &BatchHeader, payload: &[u8]| {
+        let origin = (header.version != super::header::HEADER_VERSION_V1).then_some(header.origin_node);
+        let mut batch = Vec::with_capacity(header.record_count as usize);
+        verify_records(header, payload, |seq, hlc, signal| {
+            if seq >= from_seq {
+                batch.push((hlc, signal));
+            }
+            Ok(())
+        })?;
+        let first = header.next_seq() - batch.len() as u64;
+        if batch.is_empty() { Ok(()) } else { on_batch(origin, first, &batch).map_err(Fault::User) }
+    };
+    Scanner { vfs, shard, from_seq, repair }.run(dir, &mut process)
+}
+
 /// Why processing a valid batch stopped: bad records (located inside the payload) or an
 /// error of the caller's callback.
 enum Fault<E> {
@@ -199,10 +227,10 @@ enum Fault<E> {
 
 /// Decodes every record of a batch, checks each HLC against the header's range and that the
 /// range is exact, and hands each record with its seq to `each`.
-fn verify_records<E>(
+fn verify_records<'p, E>(
     header: &BatchHeader,
-    payload: &[u8],
-    mut each: impl FnMut(u64, Hlc, SignalRef<'_>) -> Result<(), Fault<E>>,
+    payload: &'p [u8],
+    mut each: impl FnMut(u64, Hlc, SignalRef<'p>) -> Result<(), Fault<E>>,
 ) -> Result<(), Fault<E>> {
     let corrupt = |payload_offset, reason| Fault::Corrupt { payload_offset, reason };
     let mut iter = records(payload);
