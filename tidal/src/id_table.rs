@@ -127,6 +127,25 @@ mod tests {
         assert!(table.heap_bytes() >= 5000 * 10 / 7 * 8);
     }
 
+    proptest::proptest! {
+        /// Against a plain map, with hashes drawn from a small range so that collisions of
+        /// the kept bits and long probe runs are common.
+        #[test]
+        fn agrees_with_a_map(hashes in proptest::collection::vec(0u64..64, 0..300)) {
+            let mut table = IdTable::default();
+            let mut model: std::collections::HashMap<u32, u64> = Default::default();
+            for (id, h) in hashes.iter().enumerate() {
+                let hash = h << 32 | (h * 7919);
+                table.insert_new(hash, id as u32);
+                model.insert(id as u32, hash);
+            }
+            for (&id, &hash) in &model {
+                proptest::prop_assert_eq!(table.find(hash, |found| found == id), Some(id));
+            }
+            proptest::prop_assert_eq!(table.find(99 << 32, |_| true), None);
+        }
+    }
+
     #[test]
     fn a_home_bucket_names_its_candidate() {
         let mut table = IdTable::default();
