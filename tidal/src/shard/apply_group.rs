@@ -5,7 +5,7 @@
 //! 1. look up every record's item and user (the lookups do not depend on each other, so
 //!    the processor overlaps their misses);
 //! 2. read a little of each entry found and of what it points to (the same overlap);
-//! 3. apply the records in order, handing each its ids ([`ShardState::apply_with_ids`]),
+//! 3. apply the records in order, handing each its ids (`ShardState::apply_with_ids`),
 //!    with the memory now in the cache.
 //!
 //! The result is exactly that of [`ShardState::apply`] record by record: passes 1 and 2 only
