@@ -195,7 +195,7 @@ fn a_snapshot_taken_while_writes_go_on_rebuilds_the_live_state() {
         std::thread::spawn(move || {
             let mut n = 200;
             while !stop.load(Ordering::Relaxed) || n < 240 {
-                db.write_batch(batch(399 - n, false)).unwrap();
+                db.write_batch(batch(199 - (n - 200) % 200, false)).unwrap();
                 n += 1;
                 written.store(n, Ordering::Relaxed);
             }

@@ -220,10 +220,11 @@ impl ShardState {
                 limits.user_sessions_max,
             );
             if let Some(evicted) = evicted {
-                if user.evicted_sessions.len() == EVICTED_SESSIONS_KEPT {
-                    user.evicted_sessions.pop_front();
+                let kept = user.evicted_sessions.get_or_insert_default();
+                if kept.len() == EVICTED_SESSIONS_KEPT {
+                    kept.pop_front();
                 }
-                user.evicted_sessions.push_back((stable_hash(evicted.session.as_bytes()), evicted.hwm));
+                kept.push_back((stable_hash(evicted.session.as_bytes()), evicted.hwm));
             }
             id
         });
@@ -254,7 +255,10 @@ impl ShardState {
     /// The hwm an evicted session had when the per-user bound dropped it (0 if none).
     pub fn evicted_hwm(&self, user: &str, session: &str) -> u64 {
         let hash = stable_hash(session.as_bytes());
-        let evicted = self.users.get(user).map(|u| u.evicted_sessions.iter().rev().find(|(h, _)| *h == hash));
+        let evicted = self
+            .users
+            .get(user)
+            .map(|u| u.evicted_sessions.iter().flat_map(|kept| kept.iter()).rev().find(|(h, _)| *h == hash));
         evicted.flatten().map_or(0, |e| e.1)
     }
 

@@ -58,9 +58,13 @@ pub struct UserState {
     /// Sessions, least recently active first.
     pub sessions: Vec<SessionState>,
     /// `(hash of session id, hwm)` of sessions evicted by the per-user bound, newest last,
-    /// so a late retry into one is refused as stale instead of applied twice.
-    pub evicted_sessions: VecDeque<(u64, u64)>,
+    /// so a late retry into one is refused as stale instead of applied twice. `None` until
+    /// the first eviction (most users never have one: 8 bytes instead of 32), never empty.
+    pub evicted_sessions: Option<Box<VecDeque<(u64, u64)>>>,
 }
+
+/// What snapshots and the digest encode for a user with no evicted session.
+static NO_EVICTED_SESSIONS: VecDeque<(u64, u64)> = VecDeque::new();
 
 impl UserState {
     pub fn session(&self, session: &str) -> Option<&SessionState> {
@@ -163,7 +167,7 @@ impl ShardState {
             hard_negatives,
             history,
             sessions: &user.sessions,
-            evicted_sessions: &user.evicted_sessions,
+            evicted_sessions: user.evicted_sessions.as_deref().unwrap_or(&NO_EVICTED_SESSIONS),
         }
     }
 
@@ -193,7 +197,7 @@ impl ShardState {
             hard_negatives: (!empty).then(|| Box::new(hard_negatives)),
             history: slots,
             sessions,
-            evicted_sessions,
+            evicted_sessions: (!evicted_sessions.is_empty()).then(|| Box::new(evicted_sessions)),
         })
     }
 }
