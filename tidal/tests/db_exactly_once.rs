@@ -259,7 +259,8 @@ fn a_stale_retry_rejects_the_whole_cross_shard_batch() {
     let others: Vec<Signal> = (0..8).map(|n| like(&format!("other{n}"), "bystander")).collect();
     let mut batch = others.clone();
     batch.push(sequenced("u", "s", 1, "x1"));
-    assert!(matches!(db.write_batch(batch), Err(Error::StaleDuplicate { got: 1, hwm: 20, .. })));
+    let result = db.write_batch(batch);
+    assert!(matches!(result, Err(Error::StaleDuplicate { got: 1, hwm: 20, .. })), "{result:?}");
     assert!(db.item("bystander").is_none(), "no part of the batch was written");
     assert_eq!(db.item("x1").unwrap().state.count(&SignalKind::Click), 1);
 }

@@ -190,9 +190,7 @@ impl ShardWriter {
                 }
             }
             if !writes.is_empty() {
-                let answered = writes.len();
                 self.commit_group(writes);
-                self.in_flight.fetch_sub(answered, Ordering::AcqRel);
                 self.maybe_snapshot();
             }
             for control in controls {
@@ -322,8 +320,13 @@ impl ShardWriter {
         Error::ShardFailed { shard: self.shard, reason: self.failed.clone().unwrap_or_default() }
     }
 
+    /// Commits a group of write requests and answers each. The requests stop counting as in
+    /// flight before any answer goes out, so a caller that has its answer and writes again
+    /// finds the shard idle (and its next batch prechecked, see `Db::submit_with`).
     fn commit_group(&mut self, writes: Vec<(Vec<Signal>, AckMode, AckSender)>) {
+        let answering = writes.len();
         if self.write_refusal().is_some() {
+            self.in_flight.fetch_sub(answering, Ordering::AcqRel);
             for (_, _, reply) in writes {
                 let _ = reply.send(Err(self.write_refusal().expect("refused")));
             }
@@ -345,6 +348,7 @@ impl ShardWriter {
             && let Err(e) = self.append_and_sync(base_seq, &plan.records)
         {
             self.fail(&e);
+            self.in_flight.fetch_sub(answering, Ordering::AcqRel);
             for (_, reply) in replies {
                 let _ = reply.send(Err(self.failed_error()));
             }
@@ -365,6 +369,8 @@ impl ShardWriter {
         self.applied.publish(self.wal.next_seq() - 1);
         self.metrics.duplicates.fetch_add(plan.duplicates() as u64, Ordering::Relaxed);
         let engine::GroupPlan { records, requests } = plan;
+        // Applied and published: the group is no longer in flight.
+        self.in_flight.fetch_sub(answering, Ordering::AcqRel);
         let mut held = Vec::new();
         for (request, (ack, reply)) in requests.into_iter().zip(replies) {
             let acks = request.map(|slots| {
