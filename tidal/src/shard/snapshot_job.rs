@@ -64,7 +64,6 @@ impl SnapshotJob {
         let handle = std::thread::Builder::new()
             .name(format!("tidal-snap-{}", target.shard))
             .spawn(move || {
-                lower_priority();
                 let state = copy.into_state(idempotency, &target.params);
                 let outcome = write(&target, &state);
                 drop(state);
@@ -92,19 +91,6 @@ impl SnapshotJob {
         if self.handle.join().is_err() {
             tracing::error!(seq = self.seq, "snapshot thread panicked");
         }
-    }
-}
-
-/// Nice value added to the snapshot thread: on a busy machine the writers (and a server's
-/// request threads) get the cores first, and the snapshot takes what is left.
-const SNAPSHOT_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority (on Linux the nice value is per thread), as
-/// databases do for background work (RocksDB's low-priority compaction threads). Failing to
-/// is harmless: the snapshot is then written at normal priority.
-fn lower_priority() {
-    if let Err(error) = rustix::process::nice(SNAPSHOT_NICE) {
-        tracing::debug!(%error, "snapshot thread keeps its priority");
     }
 }
 
