@@ -20,6 +20,8 @@ pub const SHARDS_MAX: u32 = 1024;
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 /// A shard snapshots itself after this many signals since its last snapshot.
 pub const SNAPSHOT_EVERY_SIGNALS_DEFAULT: u64 = 1_000_000;
+/// Default of [`Options::snapshot_copy_slice_entries`]: about 1 ms of copying per group.
+pub const SNAPSHOT_COPY_SLICE_ENTRIES_DEFAULT: usize = 2048;
 /// WAL bytes retirement keeps for replicas that still need them (archiving off).
 pub const WAL_HOLD_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Signals one group commit may gather.
@@ -66,6 +68,10 @@ pub struct Options {
     pub segment_bytes_max: u64,
     /// 0 turns automatic snapshots off.
     pub snapshot_every_signals: u64,
+    /// Entries (items, users, idempotency keys) a shard's writer copies for a snapshot after
+    /// each group (about 0.5 µs each): the most a write waits for a snapshot's copy, against
+    /// how long the copy takes under load. Positive.
+    pub snapshot_copy_slice_entries: usize,
     /// Limits that shape shard state (history ring, sessions per user, idempotency window and
     /// count) for a new store; an existing store pins its own, and must agree or leave it `None`.
     pub state_limits: Option<StateLimits>,
@@ -102,6 +108,7 @@ impl Default for Options {
             durability: Durability::Fsync,
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             snapshot_every_signals: SNAPSHOT_EVERY_SIGNALS_DEFAULT,
+            snapshot_copy_slice_entries: SNAPSHOT_COPY_SLICE_ENTRIES_DEFAULT,
             state_limits: None,
             custom_kinds: Vec::new(),
             clock_skew_max_ms: MAX_SKEW_MS_DEFAULT,
@@ -127,6 +134,7 @@ impl fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("segment_bytes_max", &self.segment_bytes_max)
             .field("snapshot_every_signals", &self.snapshot_every_signals)
+            .field("snapshot_copy_slice_entries", &self.snapshot_copy_slice_entries)
             .field("wal_archive", &self.wal_archive)
             .field("wal_hold_bytes_max", &self.wal_hold_bytes_max)
             .field("custom_kinds", &self.custom_kinds)
@@ -162,6 +170,9 @@ impl Options {
         if self.group_signals_max == 0 || self.write_queue_max == 0 {
             return bad("group_signals_max and write_queue_max must be positive".into());
         }
+        if self.snapshot_copy_slice_entries == 0 {
+            return bad("snapshot_copy_slice_entries must be positive".into());
+        }
         if let Some(limits) = self.state_limits
             && (limits.idempotency_keys_max == 0 || limits.user_sessions_max == 0)
         {
@@ -174,5 +185,26 @@ impl Options {
             return bad("score_weights must be finite".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_bound_is_refused_naming_the_option() {
+        assert!(Options::default().validate().is_ok());
+        let cases = [
+            ("snapshot_copy_slice_entries", Options { snapshot_copy_slice_entries: 0, ..Options::default() }),
+            ("group_signals_max", Options { group_signals_max: 0, ..Options::default() }),
+            ("segment_bytes_max", Options { segment_bytes_max: 10, ..Options::default() }),
+        ];
+        for (name, options) in cases {
+            match options.validate() {
+                Err(Error::InvalidOptions(message)) => assert!(message.contains(name), "{message}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 }

@@ -166,8 +166,14 @@ proptest! {
 #[test]
 fn a_snapshot_taken_while_writes_go_on_rebuilds_the_live_state() {
     let dir = tempfile::tempdir().unwrap();
-    // No fsync per write: many writes land while the copy is swept.
-    let options = || Options { segment_bytes_max: 1 << 20, durability: tidal::Durability::None, ..options() };
+    // No fsync per write, and a copy of 16 entries per group: many writes land while the
+    // copy is swept, so an entry changed before the sweep reaches it is all but certain.
+    let options = || Options {
+        segment_bytes_max: 1 << 20,
+        durability: tidal::Durability::None,
+        snapshot_copy_slice_entries: 16,
+        ..options()
+    };
     let db = std::sync::Arc::new(Db::open(dir.path(), options()).unwrap());
     // Batch `n` again later, without keys: the items first seen in the last batches have the
     // highest ids, which the copy's sweep (in id order) reaches last.

@@ -458,6 +458,7 @@ fn start_writer(
         },
         job: None,
         copying: None,
+        copy_slice_entries: options.snapshot_copy_slice_entries,
         durability: options.durability,
         group_signals_max: options.group_signals_max,
         snapshot_every_signals: options.snapshot_every_signals,

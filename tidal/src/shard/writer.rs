@@ -109,6 +109,8 @@ pub(crate) struct ShardWriter {
     pub job: Option<SnapshotJob>,
     /// A snapshot's copy being taken (see `writer_snapshot`), with who waits for it.
     pub copying: Option<super::writer_snapshot::SnapshotReply>,
+    /// Entries copied per slice (`Options::snapshot_copy_slice_entries`).
+    pub copy_slice_entries: usize,
     pub durability: Durability,
     pub group_signals_max: usize,
     pub snapshot_every_signals: u64,
@@ -211,7 +213,7 @@ impl ShardWriter {
             match rx.try_recv() {
                 Ok(cmd) => return Some(cmd),
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    self.advance_copy(super::writer_snapshot::COPY_SLICE_ENTRIES);
+                    self.advance_copy(self.copy_slice_entries);
                 }
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
             }

@@ -1,5 +1,5 @@
 //! When a shard's writer snapshots, and how it takes the copy a snapshot encodes: a copy at
-//! one seq, swept a slice at a time after each group commit (or while the writer is idle),
+//! one seq, swept a slice at a time (`Options::snapshot_copy_slice_entries`) after each group commit (or while the writer is idle),
 //! so a write never waits for more than one slice (see `shard::cow`). The finished copy
 //! goes to the background job (`shard::snapshot_job`), which encodes and writes it.
 //!
@@ -15,9 +15,6 @@ use super::snapshot_job::SnapshotJob;
 use super::writer::ShardWriter;
 use crate::error::Result;
 
-/// Entries (items, users, idempotency keys) copied per slice: about 1 ms of cloning.
-pub(crate) const COPY_SLICE_ENTRIES: usize = 2048;
-
 /// Who waits for a snapshot's outcome, if anyone.
 pub(crate) type SnapshotReply = Option<oneshot::Sender<Result<u64>>>;
 
@@ -25,7 +22,7 @@ impl ShardWriter {
     /// After a group: goes on with a copy in progress, or begins one when a snapshot is due.
     pub(super) fn maybe_snapshot(&mut self) {
         if self.copying.is_some() {
-            self.advance_copy(COPY_SLICE_ENTRIES);
+            self.advance_copy(self.copy_slice_entries);
             return;
         }
         if self.job.as_ref().is_some_and(|job| !job.is_finished()) {
@@ -73,7 +70,7 @@ impl ShardWriter {
         self.last_snapshot_seq = seq;
         self.copying = Some(reply.take());
         // A small state is copied at once.
-        self.advance_copy(COPY_SLICE_ENTRIES);
+        self.advance_copy(self.copy_slice_entries);
         Ok(())
     }
 
