@@ -34,21 +34,19 @@ impl ShardState {
         mut out: impl FnMut((u32, f64)),
     ) {
         let mut hashes = [(0u64, 0u64); CHUNK];
+        let mut candidates = [(None, None); CHUNK];
         let mut ids = [(None, None); CHUNK];
         let mut seq = first_seq;
         for chunk in records.chunks(CHUNK) {
-            let (hashes, ids) = (&mut hashes[..chunk.len()], &mut ids[..chunk.len()]);
-            // Pass 1: each key's home bucket.
-            for (slot, (_, signal)) in hashes.iter_mut().zip(chunk) {
-                *slot = (self.items.hash_key(signal.item), self.users.hash_key(signal.user));
+            let n = chunk.len();
+            let (hashes, candidates, ids) = (&mut hashes[..n], &mut candidates[..n], &mut ids[..n]);
+            // Pass 1: each key's hash and home bucket.
+            for ((hash, candidate), (_, signal)) in hashes.iter_mut().zip(candidates.iter_mut()).zip(chunk) {
+                *hash = (self.items.hash_key(signal.item), self.users.hash_key(signal.user));
+                *candidate = (self.items.home(hash.0), self.users.home(hash.1));
             }
-            let candidates: [(Option<u32>, Option<u32>); CHUNK] = std::array::from_fn(|j| {
-                hashes
-                    .get(j)
-                    .map_or((None, None), |&(item, user)| (self.items.home(item), self.users.home(user)))
-            });
             // Pass 2: the candidates' slots.
-            std::hint::black_box(self.touch_slots(&candidates[..chunk.len()]));
+            std::hint::black_box(self.touch_slots(candidates));
             // Pass 3: the checked ids, and what their entries point to.
             for ((found, &(item, user)), (_, signal)) in ids.iter_mut().zip(hashes.iter()).zip(chunk) {
                 *found = (self.items.id_hashed(signal.item, item), self.users.id_hashed(signal.user, user));

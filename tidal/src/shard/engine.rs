@@ -187,19 +187,6 @@ pub fn apply_records(
     Applied { applied_seq: state.applied_seq, index_deltas }
 }
 
-/// Applies one record (seq `seq`, from a batch node `origin` wrote): the step every path
-/// shares. Returns the item's id in the shard's item map and its contribution to the
-/// undecayed score.
-pub fn apply_record(
-    state: &mut ShardState,
-    seq: u64,
-    origin: u32,
-    hlc: Hlc,
-    signal: &SignalRef<'_>,
-) -> (u32, f64) {
-    state.apply(seq, origin, hlc, signal)
-}
-
 /// What [`apply_batch`] made of a batch.
 #[derive(Debug)]
 pub enum BatchOutcome {

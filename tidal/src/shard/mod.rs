@@ -168,7 +168,7 @@ fn replay_archive(
         1,
         Repair::ReadOnly,
         |origin, first_seq, records| {
-            state.apply_group(first_seq, origin.unwrap_or(node_id), records, |_| ());
+            state.apply_group(first_seq, origin.unwrap_or(node_id), &records, |_| ());
             applied += records.len() as u64;
             Ok(())
         },
@@ -200,7 +200,7 @@ fn replay(
         from_seq,
         Repair::Truncate,
         |origin, first_seq, records| {
-            state.apply_group(first_seq, origin.unwrap_or(node_id), records, |_| ());
+            state.apply_group(first_seq, origin.unwrap_or(node_id), &records, |_| ());
             let before = replayed;
             replayed += records.len() as u64;
             if before / PROGRESS_EVERY_RECORDS != replayed / PROGRESS_EVERY_RECORDS

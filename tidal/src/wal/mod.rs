@@ -27,7 +27,7 @@ pub use error::{Refusal, WalError};
 pub use header::{BatchError, BatchHeader};
 pub use reader::{
     Repair, ScanReport, SegmentSummary, TornTail, list_segments, remove_segments_before, scan_shard,
-    scan_shard_origin_batches, scan_shard_origin_records, scan_shard_records,
+    scan_shard_origin_batches, scan_shard_records,
 };
 pub use record::{RecordError, decode_record, encode_record, records};
 pub use segment::{SegmentName, decode_batch, encode_batch_v1, segment_file_name};

@@ -156,7 +156,8 @@ pub fn scan_shard<E: From<WalError>>(
 }
 
 /// Like [`scan_shard`], but decodes each record once and calls `on_record(seq, hlc,
-/// signal)` for every record with seq >= `from_seq`, in seq order: the replay path.
+/// signal)` for every record with seq >= `from_seq`, in seq order (a batch's records once all
+/// of them are verified).
 pub fn scan_shard_records<E: From<WalError>>(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -165,42 +166,23 @@ pub fn scan_shard_records<E: From<WalError>>(
     repair: Repair,
     mut on_record: impl FnMut(u64, Hlc, SignalRef<'_>) -> Result<(), E>,
 ) -> Result<ScanReport, E> {
-    scan_shard_origin_records(vfs, dir, shard, from_seq, repair, |_, seq, hlc, signal| {
-        on_record(seq, hlc, signal)
+    scan_shard_origin_batches(vfs, dir, shard, from_seq, repair, |_, first_seq, records| {
+        (first_seq..).zip(records).try_for_each(|(seq, (hlc, signal))| on_record(seq, hlc, signal))
     })
 }
 
-/// Like [`scan_shard_records`], also passing each record's origin: the node that wrote its
-/// batch (`None` for a v1 batch, whose header has no origin; the store's own node wrote it).
-pub fn scan_shard_origin_records<E: From<WalError>>(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    shard: u32,
-    from_seq: u64,
-    repair: Repair,
-    mut on_record: impl FnMut(Option<u32>, u64, Hlc, SignalRef<'_>) -> Result<(), E>,
-) -> Result<ScanReport, E> {
-    let from_seq = from_seq.max(1);
-    let mut process = |header: &BatchHeader, payload: &[u8]| {
-        let origin = (header.version != super::header::HEADER_VERSION_V1).then_some(header.origin_node);
-        verify_records(header, payload, |seq, hlc, signal| {
-            if seq >= from_seq { on_record(origin, seq, hlc, signal).map_err(Fault::User) } else { Ok(()) }
-        })
-    };
-    Scanner { vfs, shard, from_seq, repair }.run(dir, &mut process)
-}
-
-/// [`scan_shard_origin_records`] a batch at a time: `on_batch` gets a batch's origin node
-/// (`None` for a v1 header), the seq of the first record it hands over and the batch's
-/// records from there (those at or after `from_seq`), all decoded and verified before any is
-/// handed over (replay applies them as a group, see `shard::apply_group`).
+/// Like [`scan_shard_records`], a batch at a time and with the batch's origin: `on_batch`
+/// gets the node that wrote the batch (`None` for a v1 header, which has none: the store's
+/// own node wrote it), the seq of the first record it hands over and the batch's records from
+/// there (those at or after `from_seq`), all decoded and verified before any is handed over
+/// (replay applies them as a group, see `shard::apply_group`).
 pub fn scan_shard_origin_batches<E: From<WalError>>(
     vfs: &dyn Vfs,
     dir: &Path,
     shard: u32,
     from_seq: u64,
     repair: Repair,
-    mut on_batch: impl FnMut(Option<u32>, u64, &[(Hlc, SignalRef<'_>)]) -> Result<(), E>,
+    mut on_batch: impl FnMut(Option<u32>, u64, Vec<(Hlc, SignalRef<'_>)>) -> Result<(), E>,
 ) -> Result<ScanReport, E> {
     let from_seq = from_seq.max(1);
     let mut process = |header: &BatchHeader, payload: &[u8]| {
@@ -213,7 +195,7 @@ pub fn scan_shard_origin_batches<E: From<WalError>>(
             Ok(())
         })?;
         let first = header.next_seq() - batch.len() as u64;
-        if batch.is_empty() { Ok(()) } else { on_batch(origin, first, &batch).map_err(Fault::User) }
+        if batch.is_empty() { Ok(()) } else { on_batch(origin, first, batch).map_err(Fault::User) }
     };
     Scanner { vfs, shard, from_seq, repair }.run(dir, &mut process)
 }
