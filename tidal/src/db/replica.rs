@@ -137,7 +137,7 @@ impl Db {
         // The newest batches come from memory (what a leader ships to followers that keep up).
         let tail =
             self.inner.shards.get(shard as usize).map(|h| h.tail.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(batches) = tail.and_then(|t| t.read(from_seq, max_bytes)) {
+        if let Some(batches) = tail.and_then(|mut t| t.read(from_seq, max_bytes)) {
             return Ok(batches);
         }
         let dir = &self.inner.dir;

@@ -15,7 +15,10 @@
 //! - at most [`TAIL_CACHE_BYTES_MAX`] bytes (the oldest leave first; one batch always stays);
 //! - nothing below what retention keeps: retiring segments forgets the batches below the
 //!   retirement point first ([`TailCache::forget_before`]), so a read the segments answer
-//!   with `Behind` is never answered from here.
+//!   with `Behind` is never answered from here;
+//! - empty until the first read: a store nobody ships from (embedded, single node) keeps no
+//!   copies (up to [`TAIL_CACHE_BYTES_MAX`] per shard, 32 MB with four shards). The first
+//!   read enables the cache and goes to the segments; pushes from then on are kept.
 
 use std::collections::VecDeque;
 
@@ -31,12 +34,14 @@ pub struct TailCache {
     bytes: usize,
     /// Seq after the last batch held.
     end: u64,
+    /// Whether anyone reads: pushes are dropped until the first [`TailCache::read`].
+    enabled: bool,
 }
 
 impl TailCache {
     /// Adds the batch just appended: `records` records from `first_seq`.
     pub fn push(&mut self, first_seq: u64, records: u32, bytes: &[u8]) {
-        if records == 0 {
+        if records == 0 || !self.enabled {
             return;
         }
         if !self.batches.is_empty() && first_seq != self.end {
@@ -53,8 +58,9 @@ impl TailCache {
 
     /// The batches from `from_seq` (a batch start), about `max_bytes` in all and at least
     /// one; empty when `from_seq` is the log's end. `None` when the cache cannot tell (the
-    /// read must go to the segments).
-    pub fn read(&self, from_seq: u64, max_bytes: u64) -> Option<Vec<Vec<u8>>> {
+    /// read must go to the segments). The first read enables the cache.
+    pub fn read(&mut self, from_seq: u64, max_bytes: u64) -> Option<Vec<Vec<u8>>> {
+        self.enabled = true;
         if self.batches.is_empty() {
             return None;
         }
@@ -83,7 +89,7 @@ impl TailCache {
         }
     }
 
-    /// Forgets everything (the log was cut or replaced).
+    /// Forgets everything (the log was cut or replaced); an enabled cache stays enabled.
     pub fn clear(&mut self) {
         self.batches.clear();
         self.bytes = 0;
@@ -94,6 +100,19 @@ impl TailCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_kept_until_someone_reads() {
+        let mut tail = TailCache::default();
+        tail.push(1, 2, &[1; 10]);
+        assert_eq!((tail.batches.len(), tail.bytes), (0, 0), "no reader yet: no copy");
+        assert_eq!(tail.read(1, 100), None, "the first read goes to the segments");
+        tail.push(3, 1, &[3; 10]);
+        assert_eq!(tail.read(3, 100), Some(vec![vec![3; 10]]), "kept once read");
+        tail.clear();
+        tail.push(4, 1, &[4; 10]);
+        assert_eq!(tail.read(4, 100), Some(vec![vec![4; 10]]), "a clear keeps it enabled");
+    }
 
     #[test]
     fn reads_start_at_held_batch_starts_and_respect_the_budget() {
@@ -113,6 +132,7 @@ mod tests {
     #[test]
     fn a_discontinuity_or_a_clear_forgets_and_the_oldest_leave_first() {
         let mut tail = TailCache::default();
+        assert_eq!(tail.read(1, 100), None, "enables the cache");
         tail.push(1, 1, &[1; 4]);
         tail.push(5, 1, &[5; 4]);
         assert_eq!(tail.read(1, 100), None, "the batch before the gap was dropped");
