@@ -218,23 +218,27 @@ impl Ord for Key {
 /// Every item's undecayed score, merged across shards, ordered for top-k.
 ///
 /// Equal scores are common (every item seen once has the same one), so the order breaks ties
-/// by a stable hash of the id, then by the index's own id of the item (ties of both score
-/// and 64-bit hash practically never happen; they fall to the order the index first saw the
+/// by a stable 32-bit hash of the id ([`tie_hash`]), then by the index's own id of the item
+/// (ties of both score and hash are rare; they fall to the order the index first saw the
 /// items in). Items are interned ([`IdMap`]: the key once, inline when short), so the order
-/// holds 24-byte entries and comparing them never reads a string.
+/// holds 16-byte entries and comparing them never reads a string. Memory per item: a 32-byte
+/// slot (key and score), its id-table share and one order entry; the tie hash is not kept
+/// but recomputed from the key when an item's entry moves (a hash of a short string, next to
+/// the order's remove and insert).
 #[derive(Debug, Default)]
 pub struct ScoreIndex {
-    /// Per item: the score and the order's tie-break hash of its id (computed once).
-    scores: IdMap<(f64, u64)>,
-    order: BTreeSet<(Key, u64, u32)>,
+    /// Per item: the score.
+    scores: IdMap<f64>,
+    order: BTreeSet<(Key, u32, u32)>,
     /// Ids of items [`ScoreIndex::forget_if_zero`] dropped. An [`IdMap`] never removes an id,
     /// so a forgotten item keeps its slot but is out of the order, `score` and `len` until
     /// it is added again (rare: set-aside tails).
     forgotten: hashbrown::HashSet<u32>,
 }
 
-fn id_hash(item: &[u8]) -> u64 {
-    crate::shard::router::stable_hash(item)
+/// The order's tie-break for equal scores: the high half of the id's stable hash.
+fn tie_hash(item: &[u8]) -> u32 {
+    (crate::shard::router::stable_hash(item) >> 32) as u32
 }
 
 impl ScoreIndex {
@@ -246,7 +250,7 @@ impl ScoreIndex {
     /// [`ScoreIndex::add`] for an item named by a shard's stored key. Returns the index's
     /// id of the item: stable for the index's life, for [`ScoreIndex::add_id`].
     pub fn add_key(&mut self, item: &IdKey, delta: f64) -> u32 {
-        let (id, new) = self.scores.intern_key_with(item, || (delta, id_hash(item.as_bytes())));
+        let (id, new) = self.scores.intern_key_with(item, || delta);
         self.update(id, new, delta);
         id
     }
@@ -263,8 +267,9 @@ impl ScoreIndex {
     }
 
     fn update(&mut self, id: u32, new: bool, delta: f64) {
-        let Some((score, hash)) = self.scores.value_mut(id) else { return };
-        let hash = *hash;
+        let Some(key) = self.scores.id_key(id) else { return };
+        let tie = tie_hash(key.as_bytes());
+        let Some(score) = self.scores.value_mut(id) else { return };
         if !new && !self.forgotten.is_empty() && self.forgotten.remove(&id) {
             // Back after being forgotten: as new, with `delta` as its score.
             *score = delta;
@@ -272,10 +277,10 @@ impl ScoreIndex {
             if delta == 0.0 {
                 return;
             }
-            self.order.remove(&(Key(*score), hash, id));
+            self.order.remove(&(Key(*score), tie, id));
             *score += delta;
         }
-        self.order.insert((Key(*score), hash, id));
+        self.order.insert((Key(*score), tie, id));
     }
 
     /// Drops an item whose score is exactly zero (after its only shard's share was taken
@@ -285,8 +290,8 @@ impl ScoreIndex {
             return false;
         };
         match self.scores.value(id) {
-            Some(&(score, hash)) if score == 0.0 => {
-                self.order.remove(&(Key(score), hash, id));
+            Some(&score) if score == 0.0 => {
+                self.order.remove(&(Key(score), tie_hash(item.as_bytes()), id));
                 self.forgotten.insert(id);
                 true
             }
@@ -301,18 +306,18 @@ impl ScoreIndex {
         parts: impl IntoIterator<Item = (&'a IdKey, f64)>,
         parts_hint: usize,
     ) -> ScoreIndex {
-        let mut scores: IdMap<(f64, u64)> = IdMap::with_capacity(parts_hint);
+        let mut scores: IdMap<f64> = IdMap::with_capacity(parts_hint);
         for (item, score) in parts {
-            let (id, new) = scores.intern_key_with(item, || (score, id_hash(item.as_bytes())));
-            if !new && let Some((sum, _)) = scores.value_mut(id) {
+            let (id, new) = scores.intern_key_with(item, || score);
+            if !new && let Some(sum) = scores.value_mut(id) {
                 *sum += score;
             }
         }
-        let mut order: Vec<(Key, u64, u32)> =
-            scores.iter_keys().map(|(id, _, &(score, hash))| (Key(score), hash, id)).collect();
+        let mut order: Vec<(Key, u32, u32)> =
+            scores.iter_keys().map(|(id, key, &score)| (Key(score), tie_hash(key.as_bytes()), id)).collect();
         // The order of `Key` (f64::total_cmp) as plain integers: sorting a large index
         // compares much faster than through `total_cmp` and the tuple `Ord`.
-        order.sort_unstable_by_key(|&(score, hash, id)| (total_order_bits(score.0), hash, id));
+        order.sort_unstable_by_key(|&(score, tie, id)| (total_order_bits(score.0), tie, id));
         ScoreIndex { scores, order: order.into_iter().collect(), forgotten: hashbrown::HashSet::new() }
     }
 
@@ -324,7 +329,7 @@ impl ScoreIndex {
 
     pub fn score(&self, item: &str) -> Option<f64> {
         let id = self.scores.id(item).filter(|id| !self.forgotten.contains(id))?;
-        self.scores.value(id).map(|&(score, _)| score)
+        self.scores.value(id).copied()
     }
 
     pub fn len(&self) -> usize {
