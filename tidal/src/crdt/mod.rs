@@ -16,9 +16,11 @@
 //! - [`PnCounter`]: positive/negative counter, one slot per replica, inline when there is one.
 //! - [`LwwRegister`]: last-writer-wins register ordered by `(Hlc, ReplicaId, value)`.
 //! - [`AddWinsSet`]: observed-remove set with dots and a version vector; add wins.
-//! - [`CrdtSignalState`]: the per-item aggregate of signals built from the three above.
+//! - [`CrdtSignalState`]: the per-item aggregate of signals built from the three above, its
+//!   kinds named by 8-byte [`KindRef`]s (one process-wide copy of each custom name).
 
 mod aw_set;
+mod kind_ref;
 mod lww;
 mod pn_counter;
 mod signal_state;
@@ -27,6 +29,7 @@ mod signal_state;
 mod proptests;
 
 pub use aw_set::{AddWinsSet, Dot};
+pub use kind_ref::KindRef;
 pub use lww::{LwwRegister, LwwValue};
 pub use pn_counter::PnCounter;
 pub use signal_state::{CrdtSignalState, KindCounters};

@@ -9,7 +9,8 @@
 //! (a follower, a re-sent snapshot) take the max and are never counted twice.
 //!
 //! Memory: one of these lives per item, for millions of items. Kinds sit in an exactly sized
-//! boxed slice (no spare capacity; an item sees a handful of kinds and a new kind is rare), and
+//! boxed slice (no spare capacity; an item sees a handful of kinds and a new kind is rare),
+//! each named by an 8-byte [`KindRef`] (72 bytes per kind with its counters), and
 //! the rating and label registers, which most items never use, share one box (absent while
 //! both are empty; the wire form is the unboxed one). `size_of` is 40 bytes.
 //!
@@ -18,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::kind_ref::KindRef;
 use super::{LwwRegister, PnCounter, ReplicaId};
 use crate::hlc::Hlc;
 use crate::signal::{SignalKind, SignalRef};
@@ -57,7 +59,7 @@ struct Registers {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(from = "SignalStateRepr")]
 pub struct CrdtSignalState {
-    kinds: Box<[(SignalKind, KindCounters)]>,
+    kinds: Box<[(KindRef, KindCounters)]>,
     registers: Option<Box<Registers>>,
     first_hlc: Hlc,
     last_hlc: Hlc,
@@ -67,7 +69,7 @@ pub struct CrdtSignalState {
 #[derive(Serialize)]
 #[serde(rename = "CrdtSignalState")]
 struct SignalStateRef<'a> {
-    kinds: &'a [(SignalKind, KindCounters)],
+    kinds: &'a [(KindRef, KindCounters)],
     last_rating: &'a RatingRegister,
     last_label: Option<&'a LabelRegister>,
     first_hlc: Hlc,
@@ -92,7 +94,7 @@ impl Serialize for CrdtSignalState {
 /// The wire shape, before the invariants are restored.
 #[derive(Deserialize)]
 struct SignalStateRepr {
-    kinds: Vec<(SignalKind, KindCounters)>,
+    kinds: Vec<(KindRef, KindCounters)>,
     last_rating: LwwRegister<f64>,
     last_label: Option<Box<LabelRegister>>,
     first_hlc: Hlc,
@@ -102,8 +104,8 @@ struct SignalStateRepr {
 impl From<SignalStateRepr> for CrdtSignalState {
     fn from(repr: SignalStateRepr) -> Self {
         let mut kinds = repr.kinds;
-        kinds.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut canonical: Vec<(SignalKind, KindCounters)> = Vec::with_capacity(kinds.len());
+        kinds.sort_by_key(|a| a.0);
+        let mut canonical: Vec<(KindRef, KindCounters)> = Vec::with_capacity(kinds.len());
         for (kind, counters) in kinds {
             match canonical.last_mut() {
                 Some((last, merged)) if *last == kind => merged.merge(&counters),
@@ -147,7 +149,7 @@ impl CrdtSignalState {
     /// Reads the state's out-of-line part (no effect but loading it into the cache, for a
     /// caller that will change the state soon: see `shard::apply_group`).
     pub fn touch(&self) -> u64 {
-        self.kinds.first().map_or(0, |(kind, _)| u64::from(kind.code()))
+        self.kinds.first().map_or(0, |(kind, _)| u64::from(kind.get().code()))
     }
 
     /// Folds one signal, stamped `hlc`, into the state on behalf of `replica`.
@@ -178,18 +180,18 @@ impl CrdtSignalState {
 
     /// The counters of `kind`, created empty (in sorted position) if this is its first signal.
     fn counters_mut(&mut self, kind: &SignalKind) -> &mut KindCounters {
-        let index = match self.kinds.binary_search_by(|(k, _)| k.cmp(kind)) {
+        let index = match self.kinds.binary_search_by(|(k, _)| k.get().cmp(kind)) {
             Ok(i) => i,
             // An item's first kind (most items of a large store have one): one exact
             // allocation, no Vec round trip.
             Err(_) if self.kinds.is_empty() => {
-                self.kinds = Box::new([(kind.clone(), KindCounters::default())]);
+                self.kinds = Box::new([(KindRef::new(kind), KindCounters::default())]);
                 0
             }
             Err(i) => {
                 let mut kinds = std::mem::take(&mut self.kinds).into_vec();
                 kinds.reserve_exact(1);
-                kinds.insert(i, (kind.clone(), KindCounters::default()));
+                kinds.insert(i, (KindRef::new(kind), KindCounters::default()));
                 self.kinds = kinds.into_boxed_slice();
                 i
             }
@@ -214,10 +216,9 @@ impl CrdtSignalState {
         self.last_hlc = self.last_hlc.max(other.last_hlc);
     }
 
-    fn merge_kinds(&mut self, theirs: &[(SignalKind, KindCounters)]) {
-        let find = |kinds: &[(SignalKind, KindCounters)], kind: &SignalKind| {
-            kinds.binary_search_by(|(k, _)| k.cmp(kind))
-        };
+    fn merge_kinds(&mut self, theirs: &[(KindRef, KindCounters)]) {
+        let find =
+            |kinds: &[(KindRef, KindCounters)], kind: &KindRef| kinds.binary_search_by(|(k, _)| k.cmp(kind));
         // Common case (replicas of one item see the same kinds): join in place, no allocation.
         if theirs.iter().all(|(kind, _)| find(&self.kinds, kind).is_ok()) {
             for (kind, counters) in theirs {
@@ -237,7 +238,7 @@ impl CrdtSignalState {
                         mine.merge(counters);
                     }
                 }
-                Err(i) => merged.insert(i, (kind.clone(), counters.clone())),
+                Err(i) => merged.insert(i, (*kind, counters.clone())),
             }
         }
         self.kinds = merged.into_boxed_slice();
@@ -255,13 +256,13 @@ impl CrdtSignalState {
 
     /// The counters of `kind`, if a signal of that kind was seen.
     pub fn counters(&self, kind: &SignalKind) -> Option<&KindCounters> {
-        let i = self.kinds.binary_search_by(|(k, _)| k.cmp(kind)).ok()?;
+        let i = self.kinds.binary_search_by(|(k, _)| k.get().cmp(kind)).ok()?;
         self.kinds.get(i).map(|(_, counters)| counters)
     }
 
     /// Every kind seen, in kind order, with its count and value sum.
     pub fn kinds(&self) -> impl Iterator<Item = (&SignalKind, i64, f64)> + '_ {
-        self.kinds.iter().map(|(kind, c)| (kind, c.count.value(), milli_to_f64(&c.value_milli)))
+        self.kinds.iter().map(|(kind, c)| (kind.get(), c.count.value(), milli_to_f64(&c.value_milli)))
     }
 
     /// The earliest signal's stamp; `Hlc::ZERO` if there is none.
@@ -296,18 +297,13 @@ impl CrdtSignalState {
         let kinds: usize = self
             .kinds
             .iter()
-            .map(|(kind, c)| {
-                let name = match kind {
-                    SignalKind::Custom(name) => name.len(),
-                    _ => 0,
-                };
-                name + c.count.heap_bytes() + c.value_milli.heap_bytes()
-            })
+            // A custom kind's name is shared process-wide (`KindRef`), not held per item.
+            .map(|(_, c)| c.count.heap_bytes() + c.value_milli.heap_bytes())
             .sum();
         let registers = self.registers.as_deref().map_or(0, |r| {
             std::mem::size_of::<Registers>() + r.label.get().map_or(0, |(name, _)| name.capacity())
         });
-        std::mem::size_of_val::<[(SignalKind, KindCounters)]>(&self.kinds) + kinds + registers
+        std::mem::size_of_val::<[(KindRef, KindCounters)]>(&self.kinds) + kinds + registers
     }
 }
 
@@ -464,7 +460,8 @@ mod tests {
         assert!(std::mem::size_of::<KindCounters>() <= 64);
         let mut s = CrdtSignalState::new();
         s.apply(&signal(SignalKind::Click, 1.0).as_ref(), Hlc(1), 1);
-        let entry = std::mem::size_of::<(SignalKind, KindCounters)>();
+        let entry = std::mem::size_of::<(KindRef, KindCounters)>();
+        assert_eq!(entry, 72, "an 80-byte heap block, not 96");
         assert_eq!(s.heap_bytes(), entry, "one kind, one replica: a single exact allocation");
     }
 }
