@@ -19,11 +19,15 @@
 //!
 //! Deserialisation restores the first invariant so that a damaged snapshot cannot make
 //! merges or comparisons misbehave.
+//!
+//! Memory: a local add leaves its element exactly one dot, so one dot is stored inline
+//! ([`Dots`]); only merges of concurrent adds make lists of more, boxed. The wire form is a
+//! plain list either way.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::ReplicaId;
 
@@ -34,6 +38,37 @@ pub struct Dot {
     pub counter: u64,
 }
 
+/// The dots of one live element: never empty, sorted, one inline (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Dots {
+    One(Dot),
+    Many(Box<[Dot]>),
+}
+
+impl Dots {
+    fn as_slice(&self) -> &[Dot] {
+        match self {
+            Dots::One(dot) => std::slice::from_ref(dot),
+            Dots::Many(dots) => dots,
+        }
+    }
+
+    /// `None` for an empty list (the element is absent).
+    fn from_vec(mut dots: Vec<Dot>) -> Option<Dots> {
+        match dots.len() {
+            0 => None,
+            1 => dots.pop().map(Dots::One),
+            _ => Some(Dots::Many(dots.into_boxed_slice())),
+        }
+    }
+}
+
+impl Serialize for Dots {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.as_slice())
+    }
+}
+
 /// An observed-remove set where a concurrent add beats a remove.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -42,7 +77,7 @@ pub struct Dot {
 )]
 pub struct AddWinsSet<T> {
     /// Live elements and the dots of the adds that put them there.
-    entries: BTreeMap<T, Vec<Dot>>,
+    entries: BTreeMap<T, Dots>,
     /// Version vector: per replica, the highest dot counter this state has seen.
     context: BTreeMap<ReplicaId, u64>,
 }
@@ -56,18 +91,21 @@ struct AddWinsSetRepr<T: Ord> {
 
 impl<T: Ord + Clone> From<AddWinsSetRepr<T>> for AddWinsSet<T> {
     fn from(repr: AddWinsSetRepr<T>) -> Self {
-        let AddWinsSetRepr { mut entries, mut context } = repr;
-        entries.retain(|_, dots| {
+        let AddWinsSetRepr { entries: wire, mut context } = repr;
+        let mut entries = BTreeMap::new();
+        for (elem, mut dots) in wire {
             dots.retain(|d| d.counter > 0);
             dots.sort_unstable();
             dots.dedup();
-            !dots.is_empty()
-        });
-        // A dot the context does not cover would be resurrected by every merge; widen the
-        // context instead, which keeps the element and makes the state consistent.
-        for dot in entries.values().flatten() {
-            let seen = context.entry(dot.replica).or_insert(0);
-            *seen = (*seen).max(dot.counter);
+            // A dot the context does not cover would be resurrected by every merge; widen
+            // the context instead, which keeps the element and makes the state consistent.
+            for dot in &dots {
+                let seen = context.entry(dot.replica).or_insert(0);
+                *seen = (*seen).max(dot.counter);
+            }
+            if let Some(dots) = Dots::from_vec(dots) {
+                entries.insert(elem, dots);
+            }
         }
         context.retain(|_, counter| *counter > 0);
         AddWinsSet { entries, context }
@@ -94,15 +132,11 @@ impl<T: Ord + Clone> AddWinsSet<T> {
     pub fn add(&mut self, elem: T, replica: ReplicaId) {
         let seen = self.context.entry(replica).or_insert(0);
         *seen = seen.saturating_add(1);
-        let dot = Dot { replica, counter: *seen };
+        let dot = Dots::One(Dot { replica, counter: *seen });
         match self.entries.entry(elem) {
-            Entry::Occupied(mut e) => {
-                let dots = e.get_mut();
-                dots.clear();
-                dots.push(dot);
-            }
+            Entry::Occupied(mut e) => *e.get_mut() = dot,
             Entry::Vacant(e) => {
-                e.insert(vec![dot]);
+                e.insert(dot);
             }
         }
     }
@@ -151,19 +185,26 @@ impl<T: Ord + Clone> AddWinsSet<T> {
         let mut added = Vec::new();
         for (elem, theirs) in &other.entries {
             if !self.entries.contains_key(elem) {
-                let kept: Vec<Dot> = theirs.iter().filter(|d| !covers(&self.context, d)).copied().collect();
-                if !kept.is_empty() {
+                let kept: Vec<Dot> =
+                    theirs.as_slice().iter().filter(|d| !covers(&self.context, d)).copied().collect();
+                if let Some(kept) = Dots::from_vec(kept) {
                     added.push((elem.clone(), kept));
                 }
             }
         }
         let my_context = &self.context;
         self.entries.retain(|elem, mine| {
-            let theirs = other.entries.get(elem).map_or(&[][..], Vec::as_slice);
-            if mine.as_slice() != theirs {
-                *mine = join_dots(mine, my_context, theirs, &other.context);
+            let theirs = other.entries.get(elem).map_or(&[][..], Dots::as_slice);
+            if mine.as_slice() == theirs {
+                return true;
             }
-            !mine.is_empty()
+            match Dots::from_vec(join_dots(mine.as_slice(), my_context, theirs, &other.context)) {
+                Some(joined) => {
+                    *mine = joined;
+                    true
+                }
+                None => false,
+            }
         });
         self.entries.extend(added);
         for (&replica, &counter) in &other.context {
@@ -242,7 +283,7 @@ mod tests {
         let mut s = AddWinsSet::new();
         s.add("a", 1);
         s.add("a", 1);
-        assert_eq!(s.entries.get("a"), Some(&vec![Dot { replica: 1, counter: 2 }]));
+        assert_eq!(s.entries.get("a").map(Dots::as_slice), Some(&[Dot { replica: 1, counter: 2 }][..]));
         assert_eq!(s.context.get(&1), Some(&2));
     }
 
@@ -275,7 +316,7 @@ mod tests {
         let mut b = AddWinsSet::new();
         b.add("x", 2);
         let m = merged(&a, &b);
-        assert_eq!(m.entries.get("x").map(Vec::len), Some(2));
+        assert_eq!(m.entries.get("x").map(|d| d.as_slice().len()), Some(2));
         assert_eq!(m, merged(&b, &a));
         // A replica that saw both adds removes both.
         let mut c = m.clone();
@@ -299,10 +340,20 @@ mod tests {
                        "context":{"1":1,"4":0}}"#;
         let s: AddWinsSet<String> = serde_json::from_str(json).unwrap();
         assert_eq!(s.iter().map(String::as_str).collect::<Vec<_>>(), vec!["a"]);
-        let dots = s.entries.get("a").cloned().unwrap_or_default();
+        let dots = s.entries.get("a").map(|d| d.as_slice().to_vec()).unwrap_or_default();
         assert_eq!(dots, vec![Dot { replica: 1, counter: 1 }, Dot { replica: 2, counter: 5 }]);
         assert_eq!(s.context.iter().map(|(r, c)| (*r, *c)).collect::<Vec<_>>(), vec![(1, 1), (2, 5)]);
         let back: AddWinsSet<String> = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn one_dot_is_inline_and_the_wire_form_is_a_list() {
+        assert_eq!(std::mem::size_of::<Dots>(), 24, "a dot and a tag; no heap block for one");
+        let mut s = AddWinsSet::new();
+        s.add("a", 1);
+        assert!(matches!(s.entries.get("a"), Some(Dots::One(_))));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"{"entries":{"a":[{"replica":1,"counter":1}]},"context":{"1":1}}"#);
     }
 }
