@@ -211,8 +211,8 @@ impl ShardState {
         {
             negatives.remove(&item);
         }
-        let session = signal.session.map(|session| {
-            let (id, evicted) = record_session(
+        if let Some(session) = signal.session {
+            let evicted = record_session(
                 &mut user.sessions,
                 session,
                 signal.session_seq,
@@ -226,12 +226,12 @@ impl ShardState {
                 }
                 kept.push_back((stable_hash(evicted.session.as_bytes()), evicted.hwm));
             }
-            id
-        });
-        if user.history.len() >= limits.user_history_max {
-            user.history.pop_front();
         }
+        let recycled =
+            if user.history.len() >= limits.user_history_max { user.history.pop_front() } else { None };
         if limits.user_history_max > 0 {
+            let recycled = recycled.and_then(|slot| slot.session);
+            let session = signal.session.map(|name| shared_session(&user.sessions, name, recycled));
             // Exactly sized at first: most users of a large store have few signals.
             if user.history.capacity() == 0 {
                 user.history.reserve_exact(1);
@@ -276,15 +276,34 @@ impl ShardState {
 /// Evicted sessions remembered per user (16 bytes each).
 pub const EVICTED_SESSIONS_KEPT: usize = 256;
 
-/// Updates (or creates) a session and keeps the list ordered by recency, bounded. Returns
-/// the session's shared id and the session the bound evicted, if any.
+/// The shared name of the session just recorded (the most recent one), for a history slot.
+/// `recycled` is the session of the slot the ring just dropped: a user's recent signals are
+/// mostly of one session, so it is usually that very name, and moving it over spares an
+/// atomic increment and decrement of a count that is rarely in the cache.
+fn shared_session(sessions: &[SessionState], name: &str, recycled: Option<Arc<str>>) -> Arc<str> {
+    debug_assert!(
+        sessions.last().is_none_or(|last| &*last.session == name),
+        "{name} is not the last session"
+    );
+    match sessions.last() {
+        Some(last) => match recycled {
+            Some(old) if Arc::ptr_eq(&old, &last.session) => old,
+            _ => last.session.clone(),
+        },
+        // Only with a per-user bound of 0 sessions: nothing to share.
+        None => name.into(),
+    }
+}
+
+/// Updates (or creates) a session and keeps the list ordered by recency, bounded: the
+/// session ends up last. Returns the session the bound evicted, if any.
 fn record_session(
     sessions: &mut Vec<SessionState>,
     session: &str,
     seq: Option<u64>,
     ack: Ack,
     max: usize,
-) -> (Arc<str>, Option<SessionState>) {
+) -> Option<SessionState> {
     let mut evicted = None;
     // From the back: the active session is almost always the most recent one.
     match sessions.iter().rposition(|s| &*s.session == session) {
@@ -307,7 +326,7 @@ fn record_session(
             }
         }
     }
-    (sessions.last().map_or_else(|| session.into(), |s| s.session.clone()), evicted)
+    evicted
 }
 
 #[cfg(test)]
@@ -368,5 +387,26 @@ mod tests {
         assert_eq!(st.history_entry(u).kind, SignalKind::Click);
         assert_eq!(st.history_entry(v).kind, SignalKind::Custom("boost".into()));
         assert_eq!(st.kind_name(v.kind), "boost");
+    }
+
+    #[test]
+    fn history_slots_name_their_own_session_when_the_ring_recycles_a_name() {
+        let mut st = ShardState::new(0, limits());
+        // Full ring of s1, then s2 twice, then s1 again: the recycled slot's name (s1) is
+        // kept where it matches and replaced where it does not.
+        let sessions = ["s1", "s1", "s1", "s1", "s1", "s2", "s2", "s1", "s3"];
+        for (n, session) in sessions.iter().enumerate() {
+            let mut s = sig("u", &format!("i{n}"), SignalKind::Click);
+            s.session = Some(session.to_string());
+            st.apply(n as u64 + 1, 1, Hlc::new(n as u64 + 1, 0), &s.as_ref());
+        }
+        let user = &st.users["u"];
+        let names: Vec<String> =
+            user.history.iter().map(|h| h.session.as_deref().unwrap_or("").to_owned()).collect();
+        assert_eq!(names, ["s2", "s2", "s1", "s3"]);
+        let live: Vec<&str> = user.sessions.iter().map(|s| &*s.session).collect();
+        assert_eq!(live, ["s1", "s3"], "s2 was evicted (two sessions kept); its slots keep its name");
+        let s1 = &user.sessions[0].session;
+        assert!(user.history[2].session.as_ref().is_some_and(|n| Arc::ptr_eq(n, s1)), "shares the live name");
     }
 }
