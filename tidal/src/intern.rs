@@ -200,8 +200,24 @@ impl<V> IdMap<V> {
         self.intern_probe(Probe::of(key), new)
     }
 
+    /// The hash of a key in stored form ([`IdMap::hash_key`] of its string).
+    pub fn hash_id_key(&self, key: &IdKey) -> u64 {
+        self.hash_of(key.as_bytes())
+    }
+
+    /// [`IdMap::intern_key_with`] given the key's hash ([`IdMap::hash_id_key`]), for a bulk
+    /// build that read the key's home bucket earlier ([`IdMap::home`]).
+    pub fn intern_key_hashed(&mut self, key: &IdKey, hash: u64, new: impl FnOnce() -> V) -> (u32, bool) {
+        debug_assert_eq!(hash, self.hash_id_key(key), "a hash of another key");
+        self.intern_hashed(Probe::of(key), hash, new)
+    }
+
     fn intern_probe(&mut self, probe: Probe<'_>, new: impl FnOnce() -> V) -> (u32, bool) {
         let hash = self.hash_of(probe.bytes());
+        self.intern_hashed(probe, hash, new)
+    }
+
+    fn intern_hashed(&mut self, probe: Probe<'_>, hash: u64, new: impl FnOnce() -> V) -> (u32, bool) {
         if let Some(id) = self.table.find(hash, |id| names(&self.slots, id, &probe)) {
             return (id, false);
         }

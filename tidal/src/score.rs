@@ -307,10 +307,30 @@ impl ScoreIndex {
         parts_hint: usize,
     ) -> ScoreIndex {
         let mut scores: IdMap<f64> = IdMap::with_capacity(parts_hint);
-        for (item, score) in parts {
-            let (id, new) = scores.intern_key_with(item, || score);
-            if !new && let Some(sum) = scores.value_mut(id) {
-                *sum += score;
+        // In chunks, as `shard::apply_group` applies records: read every key's home bucket
+        // and the slot it names first, so the chunk's cache misses overlap, then intern.
+        const CHUNK: usize = 32;
+        let mut parts = parts.into_iter();
+        let mut chunk: Vec<(&IdKey, f64, u64)> = Vec::with_capacity(CHUNK);
+        loop {
+            chunk.clear();
+            chunk
+                .extend(parts.by_ref().take(CHUNK).map(|(key, score)| (key, score, scores.hash_id_key(key))));
+            if chunk.is_empty() {
+                break;
+            }
+            let mut touched = 0u64;
+            for &(_, _, hash) in &chunk {
+                if let Some((key, sum)) = scores.home(hash).and_then(|id| scores.slots().get(id as usize)) {
+                    touched = touched.wrapping_add(key.as_bytes().len() as u64).wrapping_add(sum.to_bits());
+                }
+            }
+            std::hint::black_box(touched);
+            for &(item, score, hash) in &chunk {
+                let (id, new) = scores.intern_key_hashed(item, hash, || score);
+                if !new && let Some(sum) = scores.value_mut(id) {
+                    *sum += score;
+                }
             }
         }
         let mut order: Vec<(Key, u32, u32)> =
@@ -360,6 +380,28 @@ mod tests {
         assert_eq!(&*idx.top(1, 0)[0].0, "b");
         assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
         assert_eq!(idx.len(), 3);
+    }
+
+    #[test]
+    fn a_bulk_build_equals_adding_one_by_one() {
+        // Parts of 300 items from three "shards", overlapping, more than one chunk each.
+        let keys: Vec<IdKey> = (0..300).map(|n| IdKey::new(&format!("item-{n}"))).collect();
+        let mut parts = Vec::new();
+        for shard in 0..3u32 {
+            for (n, key) in keys.iter().enumerate().filter(|(n, _)| (*n as u32 + shard).is_multiple_of(2)) {
+                parts.push((key, f64::from(shard) + n as f64 / 7.0));
+            }
+        }
+        let bulk = ScoreIndex::from_parts(parts.iter().map(|(k, s)| (*k, *s)), parts.len());
+        let mut one_by_one = ScoreIndex::default();
+        for (key, score) in &parts {
+            one_by_one.add_key(key, *score);
+        }
+        assert_eq!(bulk.len(), 300);
+        assert_eq!(bulk.top(300, 0), one_by_one.top(300, 0));
+        for key in &keys {
+            assert_eq!(bulk.score(key.as_str()), one_by_one.score(key.as_str()), "{key:?}");
+        }
     }
 
     #[test]
