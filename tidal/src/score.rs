@@ -218,7 +218,7 @@ impl Ord for Key {
 /// Every item's undecayed score, merged across shards, ordered for top-k.
 ///
 /// Equal scores are common (every item seen once has the same one), so the order breaks ties
-/// by a stable 32-bit hash of the id ([`tie_hash`]), then by the index's own id of the item
+/// by a stable 32-bit hash of the id (`tie_hash`), then by the index's own id of the item
 /// (ties of both score and hash are rare; they fall to the order the index first saw the
 /// items in). Items are interned ([`IdMap`]: the key once, inline when short), so the order
 /// holds 16-byte entries and comparing them never reads a string. Memory per item: a 32-byte
