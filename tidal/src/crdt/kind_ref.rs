@@ -9,7 +9,9 @@
 //!
 //! The interner never forgets a name: it holds each distinct custom kind the process ever
 //! applied or decoded, once (ingest allows at most 64 registered names of at most 32 bytes
-//! per store, so this stays small). It is taken only when a kind is new to an item.
+//! per store, so this stays small). It is taken only when a kind is new to an item. Decoding
+//! (a snapshot, a shipped state) refuses a new name once [`INTERNED_KINDS_MAX`] are held, so
+//! damaged or hostile input cannot grow it without bound.
 //!
 //! A `KindRef` compares, hashes and encodes exactly as the `SignalKind` it points to, so the
 //! counters' order, digests and snapshot bytes do not change.
@@ -20,6 +22,10 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::signal::SignalKind;
+
+/// Distinct custom kind names decoding may add to the interner (applying validated signals
+/// is not limited: their kinds are registered, at most 64 per store).
+pub const INTERNED_KINDS_MAX: usize = 1 << 16;
 
 /// A signal kind by reference to its one process-wide copy (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,16 +44,25 @@ impl KindRef {
     /// The reference for `kind`: a built-in costs nothing, a custom kind takes the interner's
     /// lock (and leaks its name the first time the process sees it).
     pub fn new(kind: &SignalKind) -> KindRef {
+        // Unbounded: `interned` refuses a name only when `max` names are already held.
+        Self::interned(kind, usize::MAX).unwrap_or_else(|| unreachable!("usize::MAX interned kinds"))
+    }
+
+    /// [`KindRef::new`], or `None` for a custom kind new to a process that holds `max` names.
+    fn interned(kind: &SignalKind, max: usize) -> Option<KindRef> {
         if let Some(builtin) = usize::from(kind.code()).checked_sub(1).and_then(|i| BUILTIN.get(i)) {
-            return KindRef(builtin);
+            return Some(KindRef(builtin));
         }
         let mut kinds = custom_kinds().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = kinds.get(kind) {
-            return KindRef(known);
+            return Some(KindRef(known));
+        }
+        if kinds.len() >= max {
+            return None;
         }
         let leaked: &'static SignalKind = Box::leak(Box::new(kind.clone()));
         kinds.insert(leaked);
-        KindRef(leaked)
+        Some(KindRef(leaked))
     }
 
     pub fn get(self) -> &'static SignalKind {
@@ -69,7 +84,10 @@ impl Serialize for KindRef {
 
 impl<'de> Deserialize<'de> for KindRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SignalKind::deserialize(d).map(|kind| KindRef::new(&kind))
+        let kind = SignalKind::deserialize(d)?;
+        KindRef::interned(&kind, INTERNED_KINDS_MAX).ok_or_else(|| {
+            serde::de::Error::custom(format!("more than {INTERNED_KINDS_MAX} distinct custom kinds"))
+        })
     }
 }
 
@@ -86,6 +104,15 @@ mod tests {
         assert!(std::ptr::eq(a.get(), b.get()), "one copy per name");
         assert_eq!(a.get(), &SignalKind::from_name("kind-ref-test"));
         assert_eq!(std::mem::size_of::<KindRef>(), 8);
+    }
+
+    #[test]
+    fn decoding_stops_adding_names_at_the_bound() {
+        let known = KindRef::new(&SignalKind::from_name("kind-ref-bound-known"));
+        let fresh = SignalKind::from_name("kind-ref-bound-fresh");
+        assert_eq!(KindRef::interned(&fresh, 0), None, "a new name past the bound");
+        assert_eq!(KindRef::interned(&known.get().clone(), 0), Some(known), "a known name is found");
+        assert_eq!(KindRef::interned(&SignalKind::Like, 0), Some(KindRef::new(&SignalKind::Like)));
     }
 
     #[test]
