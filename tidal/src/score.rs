@@ -267,16 +267,17 @@ impl ScoreIndex {
     }
 
     fn update(&mut self, id: u32, new: bool, delta: f64) {
+        // Back after being forgotten: as new, with `delta` as its score.
+        let revived = !new && !self.forgotten.is_empty() && self.forgotten.remove(&id);
+        if !new && !revived && delta == 0.0 {
+            return;
+        }
         let Some(key) = self.scores.id_key(id) else { return };
         let tie = tie_hash(key.as_bytes());
         let Some(score) = self.scores.value_mut(id) else { return };
-        if !new && !self.forgotten.is_empty() && self.forgotten.remove(&id) {
-            // Back after being forgotten: as new, with `delta` as its score.
+        if revived {
             *score = delta;
         } else if !new {
-            if delta == 0.0 {
-                return;
-            }
             self.order.remove(&(Key(*score), tie, id));
             *score += delta;
         }

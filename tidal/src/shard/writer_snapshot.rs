@@ -1,6 +1,7 @@
 //! When a shard's writer snapshots, and how it takes the copy a snapshot encodes: a copy at
-//! one seq, swept a slice at a time (`Options::snapshot_copy_slice_entries`) after each group commit (or while the writer is idle),
-//! so a write never waits for more than one slice (see `shard::cow`). The finished copy
+//! one seq, swept a slice at a time (`Options::snapshot_copy_slice_entries`) after each
+//! group commit (or while the writer is idle), so a write never waits for more than one
+//! slice (see `shard::cow`). The finished copy
 //! goes to the background job (`shard::snapshot_job`), which encodes and writes it.
 //!
 //! Invariants: at most one copy or job per shard at a time; the WAL is fsynced through the
