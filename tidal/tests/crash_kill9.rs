@@ -196,6 +196,14 @@ fn check_store(
     hwm
 }
 
+/// Whether a segment in `wal` ends in (at least 64) zero bytes: the writer's reserve.
+fn a_segment_ends_in_zeros(wal: &Path) -> bool {
+    std::fs::read_dir(wal).expect("wal dir").any(|entry| {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read segment");
+        bytes.len() >= 64 && bytes[bytes.len() - 64..].iter().all(|&b| b == 0)
+    })
+}
+
 fn kill9_cycles(small: bool, seed: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed /* fixed: failures reproduce */);
@@ -203,6 +211,7 @@ fn kill9_cycles(small: bool, seed: u64) {
     let mut acked_session_seq = 0;
     let mut sent = (0, 0);
     let mut cycles_with_acks = 0;
+    let mut kills_in_a_reserve = 0;
     for cycle in 0..CYCLES {
         let from = acked_n.map_or(0, |n| (n + 1).saturating_sub(RETRY_BACK));
         let kill_after = Duration::from_millis(rng.random_range(20..400));
@@ -213,10 +222,14 @@ fn kill9_cycles(small: bool, seed: u64) {
         acked_n = acked.last_n.max(acked_n);
         acked_session_seq = acked_session_seq.max(acked.last_session_seq);
         sent = (sent.0.max(acked.sent.0), sent.1.max(acked.sent.1));
+        kills_in_a_reserve += usize::from(a_segment_ends_in_zeros(&dir.path().join("wal")));
         check_store(dir.path(), small, acked_n, acked_session_seq, sent);
     }
     assert!(cycles_with_acks >= CYCLES / 2, "the writer acknowledged too little to test anything");
     assert!(acked_n.unwrap_or(0) > 100, "too few signals acknowledged: {acked_n:?}");
+    // The writer keeps zero-filled space ahead of its batches; a kill leaves it behind, and
+    // reopening must take it for the log's end.
+    assert!(kills_in_a_reserve > 0, "no kill left a WAL reserve to recover from");
     if small {
         let snapshots = std::fs::read_dir(dir.path().join("snapshots")).unwrap().count();
         let archived = std::fs::read_dir(dir.path().join("archive")).unwrap().count();

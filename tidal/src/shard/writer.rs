@@ -200,6 +200,8 @@ impl ShardWriter {
                     return;
                 }
             }
+            // Between groups, every reply sent: space for the next batches' fsyncs.
+            self.reserve_wal();
         }
         // Every sender is gone: nobody waits for the result, so report it here.
         if let Err(error) = self.finish() {
@@ -242,9 +244,11 @@ impl ShardWriter {
         }
         if matches!(cmd, Command::SetAside { .. } | Command::InstallSnapshot { .. }) {
             // The log is about to be cut or replaced: reads go to the segments until the
-            // next append; the state is rebuilt, so its local item ids change.
+            // next append; the state is rebuilt, so its local item ids change. The segment
+            // ends at its last batch again first (no reserve), as recovery expects.
             self.tail_cache().clear();
             self.index_ids.clear();
+            self.release_wal();
         }
         match cmd {
             Command::Write { .. } => false,
@@ -301,9 +305,32 @@ impl ShardWriter {
         if self.unsynced && self.failed.is_none() {
             self.sync_now();
         }
+        // A clean close leaves the segment ending at its last batch.
+        self.release_wal();
         match &self.failed {
             Some(reason) => Err(Error::ShardFailed { shard: self.shard, reason: reason.clone() }),
             None => Ok(()),
+        }
+    }
+
+    /// Tops up the WAL's zero-filled reserve (see `WalWriter::reserve_ahead`); a failure
+    /// stops the shard like any WAL I/O error.
+    fn reserve_wal(&mut self) {
+        // Without fsyncs there is nothing to speed up, and the reserve's own sync would be
+        // one the store was told not to do.
+        if self.failed.is_none()
+            && self.durability != Durability::None
+            && let Err(e) = self.wal.reserve_ahead()
+        {
+            self.fail(&e);
+        }
+    }
+
+    fn release_wal(&mut self) {
+        if self.failed.is_none()
+            && let Err(e) = self.wal.release()
+        {
+            self.fail(&e);
         }
     }
 

@@ -42,6 +42,8 @@ mod tests_reader;
 #[cfg(test)]
 mod tests_record;
 #[cfg(test)]
+mod tests_reserve;
+#[cfg(test)]
 mod tests_support;
 #[cfg(test)]
 mod tests_writer;

@@ -11,6 +11,8 @@
 //!   valid batch header follows the damage: that is a torn tail, truncated (with
 //!   [`Repair::Truncate`]) and reported. Every other failure is [`WalError::Corruption`]
 //!   naming segment and offset; nothing is ever skipped silently;
+//! - the last segment may end in zeros (the writer's reserve, left by a crash): the log ends
+//!   where they start, and [`Repair::Truncate`] cuts them off; that is not a torn tail;
 //! - records inside a batch whose CRC passed must decode and lie in the header's HLC range;
 //!   if not, the writer wrote garbage, which is corruption, not a torn tail.
 
@@ -31,7 +33,8 @@ pub enum Repair {
     /// Truncate the last segment to its last whole batch (what opening a store does).
     Truncate,
     /// Change nothing; only report (inspection, verification). A writer must not append to
-    /// a segment scanned this way if a torn tail was reported.
+    /// a segment scanned this way: a torn tail, or the zeros of a reserve, may follow its
+    /// last batch.
     ReadOnly,
 }
 
@@ -336,6 +339,10 @@ impl Scanner<'_> {
             let rest = &bytes[offset..];
             let (header, payload, total) = match decode_batch(rest) {
                 Ok(batch) => batch,
+                Err(_) if is_last && rest.iter().all(|&b| b == 0) => {
+                    self.zero_tail(path, offset as u64, rest.len())?;
+                    break;
+                }
                 Err(error) => {
                     let at = offset as u64;
                     report.torn_tail =
@@ -374,6 +381,18 @@ impl Scanner<'_> {
                 offset,
                 format!("batch of shard {shard} in a segment of shard {}", segment.shard),
             ));
+        }
+        Ok(())
+    }
+
+    /// The last segment ends in zeros from `offset`: the writer's reserve (see
+    /// `wal::writer`), left by a crash, or the unwritten part of a torn batch whose bytes
+    /// never reached the disk. Either way the log ends at `offset`; nothing is torn, so
+    /// nothing is reported. Repairing cuts the zeros off.
+    fn zero_tail(&self, path: &Path, offset: u64, zeros: usize) -> Result<(), WalError> {
+        tracing::debug!(segment = %path.display(), offset, zeros, "WAL segment ends in reserved space");
+        if self.repair == Repair::Truncate {
+            self.vfs.truncate(path, offset).map_err(|e| WalError::io("truncate reserve", path, e))?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,14 +38,37 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
 }
 
 /// An open file that is only ever appended to.
+///
+/// A file may keep zero-filled space past its end ([`VfsFile::reserve`]): appends overwrite
+/// it, so an fdatasync flushes only their blocks and not also the file's size (on ext4 and
+/// XFS a size change is a journal commit, which doubled the fsync's latency here). Readers
+/// of such a file see the zeros after the last batch; the WAL reader takes them for the
+/// log's end.
 pub trait VfsFile: Send + fmt::Debug {
+    /// Writes `buf` at the end of what was appended so far (not past the reserve).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes every byte written so far durable (fdatasync).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Bytes in the file, durable or not.
+    /// Bytes appended to the file, durable or not (the reserve not counted).
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Where the file's durable zero-filled space ends (at least [`VfsFile::len`]).
+    fn reserved(&self) -> u64 {
+        self.len()
+    }
+    /// Zero-fills the file from its end (or its reserve's end) to `upto` bytes and makes
+    /// that durable, so later appends up to `upto` change no metadata. The zeros lie past
+    /// everything appended: an error leaves the appended bytes as they were. File systems
+    /// without the notion may ignore it (the default does).
+    fn reserve(&mut self, _upto: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Drops the reserve (the file ends at [`VfsFile::len`] again) and makes that durable:
+    /// a segment that is done, or a store closing, leaves no zeros behind.
+    fn release(&mut self) -> io::Result<()> {
+        Ok(())
     }
     /// A handle that makes this file's written bytes durable from another thread, while
     /// this one goes on appending (a pipelined fsync).
@@ -65,13 +88,51 @@ pub struct StdVfs;
 #[derive(Debug)]
 struct StdFile {
     file: File,
+    /// Bytes appended.
     len: u64,
+    /// Where the durable zeros from `len` on end (== `len` without a reserve).
+    reserved: u64,
+    /// How long the file may be: a zero-fill that failed midway left it anywhere up to here.
+    physical: u64,
 }
 
 impl VfsFile for StdFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)?;
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(buf, self.len)?;
         self.len += buf.len() as u64;
+        self.reserved = self.reserved.max(self.len);
+        self.physical = self.physical.max(self.len);
+        Ok(())
+    }
+
+    fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    fn reserve(&mut self, upto: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = self.reserved.max(self.len);
+        self.physical = self.physical.max(upto);
+        while at < upto {
+            let n = (upto - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        // fdatasync, not fsync: the new size is what a data sync must make durable
+        // anyway; nothing else of the inode matters to the log.
+        self.file.sync_data()?;
+        self.reserved = at.max(self.reserved);
+        Ok(())
+    }
+
+    fn release(&mut self) -> io::Result<()> {
+        if self.physical > self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+            (self.reserved, self.physical) = (self.len, self.len);
+        }
         Ok(())
     }
 
@@ -115,14 +176,15 @@ impl Vfs for StdVfs {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let file = OpenOptions::new().append(true).create_new(true).open(path)?;
-        Ok(Box::new(StdFile { file, len: 0 }))
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        Ok(Box::new(StdFile { file, len: 0, reserved: 0, physical: 0 }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        // Writes go at `len` (positioned), not O_APPEND: a reserve lies past the end.
+        let file = OpenOptions::new().write(true).open(path)?;
         let len = file.metadata()?.len();
-        Ok(Box::new(StdFile { file, len }))
+        Ok(Box::new(StdFile { file, len, reserved: len, physical: len }))
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
