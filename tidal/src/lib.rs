@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod options;
 pub mod query;
+pub mod ranking;
 pub mod score;
 pub mod session;
 pub mod shard;

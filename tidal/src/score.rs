@@ -261,6 +261,11 @@ impl ScoreIndex {
         self.update(id, false, delta);
     }
 
+    /// The index's id of `item`, if it has one (a forgotten item keeps its id).
+    pub fn id(&self, item: &str) -> Option<u32> {
+        self.scores.id(item)
+    }
+
     /// The key of an index id (to check a cached id).
     pub fn id_key(&self, id: u32) -> Option<&IdKey> {
         self.scores.id_key(id)

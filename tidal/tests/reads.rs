@@ -170,3 +170,29 @@ fn session_history_and_hard_negatives() {
     assert!(db.session_history("alice", "nope").is_none());
     assert!(db.hard_negatives("nobody").is_empty());
 }
+
+#[test]
+fn a_ranking_read_right_after_an_ack_sees_the_write() {
+    // Score deltas of known items are queued and moved into the ranking by a background
+    // thread; a read must absorb the queue, not race that thread.
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), options(&clock, Weights::default())).unwrap();
+    db.write_batch((0..300).map(|n| signal(&format!("u{n}"), "a", SignalKind::Like)).collect()).unwrap();
+    db.write(signal("u0", "b", SignalKind::Like)).unwrap();
+    let one = db.score("b").unwrap();
+    assert!(one > 0.0);
+    for n in 2..=400u32 {
+        db.write(signal(&format!("u{n}"), "b", SignalKind::Like)).unwrap();
+        let score = db.score("b").unwrap();
+        assert!(
+            (score - f64::from(n) * one).abs() < 1e-6 * score,
+            "after {n} likes: {score}, not {n} x {one}"
+        );
+        // (At 300 each, the tie breaks by a hash of the names.)
+        if n != 300 {
+            let leader = if n > 300 { "b" } else { "a" };
+            assert_eq!(names(&db, 1), [leader], "after {n} likes of b");
+        }
+    }
+}

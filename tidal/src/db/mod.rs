@@ -25,6 +25,7 @@ use crate::hlc::HybridClock;
 use crate::manifest::{self, Manifest};
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::ranking::{Absorber, Ranking};
 use crate::score::{ScoreIndex, Weights};
 use crate::session::{Ack, IdempotencyStore, SeqCheck, check_seq};
 use crate::shard::applied::AppliedSeq;
@@ -80,7 +81,10 @@ pub(crate) struct DbInner {
     pub shards: Vec<ShardHandle>,
     pub clock: Arc<HybridClock>,
     pub recovery: RecoveryReport,
-    pub index: Arc<RwLock<ScoreIndex>>,
+    pub ranking: Arc<Ranking>,
+    /// Moves queued score deltas into the ranking's order (see `ranking.rs`); stops when
+    /// the store is dropped.
+    _absorber: Absorber,
     pub scoring: Scoring,
     pub metrics: Arc<Metrics>,
     ship_cursors: replica::ShipCursors,
@@ -173,7 +177,9 @@ impl Db {
         let params = manifest.params();
         let scoring = Scoring { decay: params.decay, weights: options.score_weights };
         let opened = recover_all(&options, &paths, &params, scoring, &clock)?;
-        let index = Arc::new(RwLock::new(build_index(&opened, &scoring.weights)));
+        let ranking = Arc::new(Ranking::new(build_index(&opened, &scoring.weights)));
+        let absorber =
+            ranking.start_absorber().map_err(|e| WalError::io("spawn ranking absorber", &dir, e))?;
         let metrics = Arc::new(Metrics::default());
         quarantine_damaged_snapshots(&*vfs, &paths.snapshot_dir, &opened)?;
         let recovery = RecoveryReport {
@@ -188,7 +194,7 @@ impl Db {
         );
         let mut shards = Vec::with_capacity(opened.len());
         for opened in opened {
-            shards.push(start_writer(&options, &paths, opened, &params, &clock, (&index, &metrics))?);
+            shards.push(start_writer(&options, &paths, opened, &params, &clock, (&ranking, &metrics))?);
         }
         let router = ShardRouter::new(manifest.shards);
         let inner = DbInner {
@@ -199,7 +205,8 @@ impl Db {
             shards,
             clock,
             recovery,
-            index,
+            ranking,
+            _absorber: absorber,
             scoring,
             metrics,
             ship_cursors: Default::default(),
@@ -415,7 +422,7 @@ fn start_writer(
     opened: OpenedShard,
     params: &ShardParams,
     clock: &Arc<HybridClock>,
-    (index, metrics): (&Arc<RwLock<ScoreIndex>>, &Arc<Metrics>),
+    (ranking, metrics): (&Arc<Ranking>, &Arc<Metrics>),
 ) -> Result<ShardHandle> {
     let OpenedShard { state, scan, recovery } = opened;
     let scoring = state.scoring;
@@ -438,7 +445,7 @@ fn start_writer(
     let writer = ShardWriter {
         node_id: options.node_id,
         in_flight: in_flight.clone(),
-        index: index.clone(),
+        ranking: ranking.clone(),
         applied: applied.clone(),
         metrics: metrics.clone(),
         shard,

@@ -68,7 +68,7 @@ impl Db {
         let seqs = self.applied_seqs();
         let at_ms = self.inner.clock.now().physical_ms();
         let decay = self.inner.scoring.decay;
-        let top = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).top(k, offset);
+        let top = self.inner.ranking.read().top(k, offset);
         let items =
             top.into_iter().map(|(item, raw)| RankedItem { item, score: decay.at(raw, at_ms) }).collect();
         Ok(TopK { items, at_ms, seqs })
@@ -76,7 +76,7 @@ impl Db {
 
     /// An item's current score (weighted, time-decayed), if it has one.
     pub fn score(&self, item: &str) -> Option<f64> {
-        let raw = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).score(item)?;
+        let raw = self.inner.ranking.read().score(item)?;
         Some(self.inner.scoring.decay.at(raw, self.inner.clock.now().physical_ms()))
     }
 

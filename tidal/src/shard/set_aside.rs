@@ -153,7 +153,7 @@ impl ShardWriter {
         let weights = reopen.scoring.weights;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         {
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            let mut index = self.ranking.write();
             for (_, item, entry) in state.items.iter_keys() {
                 index.add_key(item, -entry.decayed.score(&weights));
             }

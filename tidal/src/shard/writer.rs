@@ -28,7 +28,7 @@ use super::syncer::Syncer;
 use crate::hlc::{Hlc, HybridClock};
 use crate::metrics::Metrics;
 use crate::options::Durability;
-use crate::score::ScoreIndex;
+use crate::ranking::{Delta, Ranking};
 use crate::session::Ack;
 use crate::shard::applied::AppliedSeq;
 use crate::signal::{Signal, SignalRef};
@@ -96,7 +96,7 @@ pub(crate) struct ShardWriter {
     /// Write requests enqueued and not yet answered (shared with the submitting side).
     pub in_flight: Arc<AtomicUsize>,
     /// The store-wide ranking, updated by every shard's batches.
-    pub index: Arc<RwLock<ScoreIndex>>,
+    pub ranking: Arc<Ranking>,
     /// This shard's applied seq, for `min_seq` waiters.
     pub applied: Arc<AppliedSeq>,
     pub metrics: Arc<Metrics>,
@@ -139,32 +139,33 @@ pub(crate) struct ShardWriter {
     pub index_ids: Vec<u32>,
 }
 
-/// Adds a group's ranking deltas (by shard-local item id) to the store-wide index. A known
-/// item goes by its cached index id, with no hash probe of its key; the index never moves
-/// an id (it is built once, when the store opens), and the cache is cleared whenever the
-/// shard's state, and so its local ids, is rebuilt (a set-aside, an install).
-pub(super) fn add_deltas(
-    ids: &mut Vec<u32>,
-    state: &ShardState,
-    index: &mut ScoreIndex,
-    deltas: &[(u32, f64)],
-) {
+/// Queues a group's ranking deltas (by shard-local item id) for the store-wide ranking
+/// (see `ranking.rs`). A known item goes by its cached index id, with no hash probe of its
+/// key; an item new to the cache goes by key, until the index has an id for it that the
+/// writer can read without waiting. The index never moves an id (it is built once, when
+/// the store opens), and the cache is cleared whenever the shard's state, and so its local
+/// ids, is rebuilt (a set-aside, an install).
+pub(super) fn add_deltas(ids: &mut Vec<u32>, state: &ShardState, ranking: &Ranking, deltas: &[(u32, f64)]) {
+    let mut queued = Vec::with_capacity(deltas.len());
     for &(item, delta) in deltas {
-        match ids.get(item as usize).copied().filter(|&id| id != u32::MAX) {
+        if let Some(id) = ids.get(item as usize).copied().filter(|&id| id != u32::MAX) {
+            debug_assert!(ranking.id_names(id, state.items.id_key(item)), "a stale index id");
+            queued.push(Delta::Id(id, delta));
+            continue;
+        }
+        let Some(key) = state.items.id_key(item) else { continue };
+        match ranking.try_id(key) {
             Some(id) => {
-                debug_assert_eq!(index.id_key(id), state.items.id_key(item), "a stale index id");
-                index.add_id(id, delta);
-            }
-            None => {
-                let Some(key) = state.items.id_key(item) else { continue };
-                let id = index.add_key(key, delta);
                 if ids.len() <= item as usize {
                     ids.resize(item as usize + 1, u32::MAX);
                 }
                 ids[item as usize] = id;
+                queued.push(Delta::Id(id, delta));
             }
+            None => queued.push(Delta::Key(key.clone(), delta)),
         }
     }
+    ranking.queue(&mut queued);
 }
 
 /// An answer held back until the quorum commit reaches its group.
@@ -387,11 +388,10 @@ impl ShardWriter {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             let applied = engine::apply_records(&mut state, base_seq, self.node_id, &plan.records);
             // Rankings and read-your-writes waiters learn of the batch before it is
-            // acknowledged. The deltas name items by shard-local id, so the index is updated
-            // while the state is at hand (lock order: shard state, then index; no path takes
-            // them the other way round).
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            add_deltas(&mut self.index_ids, &state, &mut index, &applied.index_deltas);
+            // acknowledged (a read absorbs what is queued). The deltas name items by
+            // shard-local id, so they are resolved while the state is at hand (lock order:
+            // shard state, then index, then queue; no path takes them the other way round).
+            add_deltas(&mut self.index_ids, &state, &self.ranking, &applied.index_deltas);
             applied
         };
         debug_assert_eq!(applied.applied_seq, self.wal.next_seq() - 1);

@@ -177,8 +177,7 @@ impl ShardWriter {
         {
             // The deltas name items by shard-local id: resolved while the state is held
             // (lock order: shard state, then index, as in the leader's write path).
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-            super::writer::add_deltas(&mut self.index_ids, &state, &mut index, &deltas);
+            super::writer::add_deltas(&mut self.index_ids, &state, &self.ranking, &deltas);
         }
         drop(state);
         self.applied.publish(applied_seq);
