@@ -298,7 +298,11 @@ fn check_text(field: &str, value: &str, max: usize, non_empty: bool) -> Result<(
     if value.len() > max {
         return Err(InvalidField::new(field, format!("longer than {max} bytes ({})", value.len())));
     }
-    if non_empty && value.chars().any(char::is_control) {
+    // Printable ASCII (most ids) needs no char decoding; anything else is checked by char
+    // (C0, DEL and the C1 controls U+0080..U+009F).
+    // (A fold without an early exit, which the compiler vectorises.)
+    let printable_ascii = value.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b));
+    if non_empty && !printable_ascii && value.chars().any(char::is_control) {
         return Err(InvalidField::new(field, "must not contain control characters"));
     }
     Ok(())
@@ -390,6 +394,20 @@ mod tests {
         let mut s = ok();
         s.idempotency_key = Some("k".repeat(IDEMPOTENCY_KEY_BYTES_MAX + 1));
         assert_eq!(field_of(&s), "idempotency_key");
+    }
+
+    #[test]
+    fn ids_with_control_characters_are_refused_and_other_text_passes() {
+        for bad in ["a\u{1}", "\u{7f}", "tab\there", "c1\u{85}x", "\u{9f}"] {
+            let mut s = ok();
+            s.item = bad.into();
+            assert_eq!(field_of(&s), "item", "{bad:?}");
+        }
+        for good in ["item 7", "~!@#$%^&*()", "é", "日本語", "\u{a0}nbsp", "emoji \u{1f600}"] {
+            let mut s = ok();
+            s.item = good.into();
+            assert_eq!(s.validate(&[]), Ok(()), "{good:?}");
+        }
     }
 
     #[test]

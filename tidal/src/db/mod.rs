@@ -259,8 +259,10 @@ impl Db {
             return Err(Error::BatchBytesTooLarge { bytes, max: REQUEST_BYTES_MAX });
         }
         let len = signals.len();
+        // Sized for an even spread (and a little more), so routing moves each signal once.
+        let share = len / inner.shards.len() + len / (4 * inner.shards.len()) + 1;
         let mut by_shard: Vec<(Vec<usize>, Vec<Signal>)> =
-            (0..inner.shards.len()).map(|_| Default::default()).collect();
+            (0..inner.shards.len()).map(|_| (Vec::with_capacity(share), Vec::with_capacity(share))).collect();
         for (index, signal) in signals.into_iter().enumerate() {
             let part = &mut by_shard[inner.router.shard_for(&signal.user) as usize];
             part.0.push(index);
