@@ -119,6 +119,24 @@ impl HybridClock {
         }
     }
 
+    /// The first of `n` consecutive new stamps (`n >= 1`), all strictly greater than every
+    /// stamp issued or observed so far: one wall-clock read for a whole group of records.
+    /// A run longer than the logical counter carries into the physical part, ahead of the
+    /// wall clock by at most `n / 65536` ms.
+    pub fn now_run(&self, n: u64) -> Hlc {
+        let wall = Hlc::new(self.clock.now_ms(), 0).0;
+        let n = n.max(1);
+        let mut last = self.last.load(Ordering::Acquire);
+        loop {
+            let first = if wall > last { wall } else { last + 1 };
+            match self.last.compare_exchange_weak(last, first + (n - 1), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Hlc(first),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
     /// Merges a stamp from elsewhere (a replica, a recovered WAL); later local stamps are
     /// greater than it. Refuses a remote stamp too far ahead of local wall time.
     pub fn observe(&self, remote: Hlc) -> Result<(), HlcError> {
@@ -159,6 +177,19 @@ mod tests {
         assert_eq!(hlc.now(), Hlc::new(5_000, 0));
         manual.set(6_000);
         assert_eq!(hlc.now(), Hlc::new(6_000, 0));
+    }
+
+    #[test]
+    fn a_run_is_consecutive_and_later_stamps_follow_it() {
+        let (manual, hlc) = clock_at(5_000);
+        let before = hlc.now();
+        let first = hlc.now_run(3);
+        assert_eq!(first, Hlc::new(5_000, 1), "after the stamp issued at the same ms");
+        assert_eq!(hlc.now(), Hlc(first.0 + 3), "the run's three stamps are taken");
+        manual.set(6_000);
+        assert_eq!(hlc.now_run(70_000), Hlc::new(6_000, 0));
+        assert_eq!(hlc.now().physical_ms(), 6_001, "a run past the logical counter carries");
+        assert!(before < first);
     }
 
     #[test]

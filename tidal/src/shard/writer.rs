@@ -168,6 +168,25 @@ pub(super) fn add_deltas(ids: &mut Vec<u32>, state: &ShardState, ranking: &Ranki
     ranking.queue(&mut queued);
 }
 
+/// Stamps for a group of `len` signals from one clock read: the group's records take
+/// consecutive stamps of a run (a duplicate takes none, so some of the run may go unused:
+/// stamps need only be unique and increasing); past the run, one read each.
+fn stamp_run(clock: &HybridClock, len: usize) -> impl FnMut() -> Hlc + '_ {
+    let mut run: Option<(u64, u64)> = None;
+    move || {
+        let (next, end) = run.get_or_insert_with(|| {
+            let first = clock.now_run(len as u64).0;
+            (first, first + len as u64)
+        });
+        if *next < *end {
+            *next += 1;
+            Hlc(*next - 1)
+        } else {
+            clock.now()
+        }
+    }
+}
+
 /// An answer held back until the quorum commit reaches its group.
 pub(crate) type PendingAck = (AckSender, Result<Vec<Ack>>);
 
@@ -372,7 +391,8 @@ impl ShardWriter {
         let plan = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             let clock = &self.clock;
-            engine::plan_group(&state, &requests, base_seq, &mut || clock.now())
+            let mut stamp = stamp_run(clock, requests.iter().map(Vec::len).sum());
+            engine::plan_group(&state, &requests, base_seq, &mut stamp)
         };
         if !plan.records.is_empty()
             && let Err(e) = self.append_and_sync(base_seq, &plan.records)
