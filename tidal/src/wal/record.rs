@@ -12,11 +12,13 @@
 //! is 0 (custom). Decoding borrows every string from the input (only a custom kind's name
 //! and a non-empty attribute list allocate) and never panics, whatever the bytes.
 //!
-//! Records are encoded by serde (`WireRecord`'s derive) and decoded by a hand-written reader
-//! of the same postcard wire form (`WireCursor`: varints, length-prefixed UTF-8, option
-//! tags, little-endian f64), which skips serde's visitor machinery on the replay path. It
-//! accepts exactly the bytes postcard accepts and fails with the same `postcard::Error`;
-//! `tests_record` checks the two decoders against each other on random and damaged bodies.
+//! The wire form is postcard's encoding of `WireRecord` (its serde derive is the reference),
+//! but both directions are written by hand: `put_wire` writes the same bytes serde would,
+//! and `WireCursor` (varints, length-prefixed UTF-8, option tags, little-endian f64) reads
+//! them, skipping serde's serializer and visitor machinery on the write and replay paths.
+//! The reader accepts exactly the bytes postcard accepts and fails with the same
+//! `postcard::Error`. `tests_record` holds both to serde: the encoders byte for byte on
+//! random signals, the decoders on random and damaged bodies.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -106,32 +108,80 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// A postcard output that appends to a caller's buffer, so encoding reuses its capacity.
-struct AppendTo<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for AppendTo<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 /// Appends one framed record (`len u32 | body`) to `out`. On error `out` is left as it was.
 pub fn encode_record(out: &mut Vec<u8>, hlc: Hlc, signal: &SignalRef<'_>) -> Result<(), WalError> {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_LEN_BYTES]);
     out.push(RECORD_VERSION);
+    put_wire(out, hlc, signal);
+    let body_len = out.len() - start - RECORD_LEN_BYTES;
+    if body_len > RECORD_BODY_BYTES_MAX {
+        out.truncate(start);
+        return Err(WalError::TooLarge(format!(
+            "record body of {body_len} bytes exceeds RECORD_BODY_BYTES_MAX ({RECORD_BODY_BYTES_MAX})"
+        )));
+    }
+    // body_len <= 64 KiB, so it fits the u32 prefix.
+    out[start..start + RECORD_LEN_BYTES].copy_from_slice(&(body_len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Writes the postcard form of `WireRecord` for `signal` by hand, field by field in wire
+/// order: the bytes serde's derive writes (`tests_record` holds the two to each other), at a
+/// fraction of the instructions (no serializer state, no per-field dispatch).
+fn put_wire(out: &mut Vec<u8>, hlc: Hlc, signal: &SignalRef<'_>) {
+    put_varint(out, hlc.0);
+    out.push(signal.kind.code());
+    put_opt_str(out, if let SignalKind::Custom(name) = &signal.kind { Some(name) } else { None });
+    put_str(out, signal.user);
+    put_str(out, signal.item);
+    out.extend_from_slice(&signal.value.to_bits().to_le_bytes());
+    put_opt_str(out, signal.session);
+    match signal.session_seq {
+        None => out.push(0),
+        Some(n) => {
+            out.push(1);
+            put_varint(out, n);
+        }
+    }
+    put_opt_str(out, signal.context);
+    put_opt_str(out, signal.source);
+    put_opt_str(out, signal.idempotency_key);
+    put_varint(out, signal.attrs.len() as u64);
+    for (key, value) in signal.attrs.iter() {
+        put_str(out, key);
+        put_str(out, value);
+    }
+}
+
+/// postcard's unsigned varint: 7 bits a byte, low first, the high bit set on all but the last.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+/// serde's encoding of the record body after the version byte (tests hold [`put_wire`]
+/// to it).
+#[cfg(test)]
+pub(crate) fn encode_wire_serde(hlc: Hlc, signal: &SignalRef<'_>) -> Vec<u8> {
     let kind_name = match &signal.kind {
         SignalKind::Custom(name) => Some(name.as_ref()),
         _ => None,
@@ -150,20 +200,7 @@ pub fn encode_record(out: &mut Vec<u8>, hlc: Hlc, signal: &SignalRef<'_>) -> Res
         idempotency_key: signal.idempotency_key,
         attrs: Cow::Borrowed(&signal.attrs),
     };
-    if let Err(e) = postcard::serialize_with_flavor(&wire, AppendTo(out)) {
-        out.truncate(start);
-        return Err(WalError::TooLarge(format!("record does not encode: {e}")));
-    }
-    let body_len = out.len() - start - RECORD_LEN_BYTES;
-    if body_len > RECORD_BODY_BYTES_MAX {
-        out.truncate(start);
-        return Err(WalError::TooLarge(format!(
-            "record body of {body_len} bytes exceeds RECORD_BODY_BYTES_MAX ({RECORD_BODY_BYTES_MAX})"
-        )));
-    }
-    // body_len <= 64 KiB, so it fits the u32 prefix.
-    out[start..start + RECORD_LEN_BYTES].copy_from_slice(&(body_len as u32).to_le_bytes());
-    Ok(())
+    postcard::to_allocvec(&wire).expect("encodes")
 }
 
 /// Decodes one record body (without its length prefix). Every byte must be used.

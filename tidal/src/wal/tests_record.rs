@@ -227,8 +227,36 @@ fn hand_decoder_matches_serde_on_edge_cases() {
     assert!(decode_wire_manual(&body).is_ok_and(|(_, rest)| rest.is_empty()), "the full body decodes");
 }
 
+/// The hand-written encoder writes exactly serde's bytes for `s`.
+fn encoders_agree(hlc: Hlc, s: &Signal) {
+    let mut framed = Vec::new();
+    encode_record(&mut framed, hlc, &s.as_ref()).unwrap();
+    assert_eq!(framed[RECORD_LEN_BYTES], RECORD_VERSION);
+    assert_eq!(&framed[RECORD_LEN_BYTES + 1..], encode_wire_serde(hlc, &s.as_ref()), "{s:?}");
+}
+
+#[test]
+fn hand_encoder_matches_serde_on_edge_cases() {
+    let mut s = signal(7);
+    encoders_agree(Hlc(0), &s);
+    encoders_agree(Hlc(u64::MAX), &s);
+    (s.user, s.item) = ("u".repeat(127), "i".repeat(128));
+    (s.session, s.session_seq) = (Some("é".repeat(9000)), Some(u64::MAX));
+    (s.value, s.kind) = (f64::NAN, SignalKind::Custom("bookmark".into()));
+    (s.context, s.source, s.idempotency_key) = (Some(String::new()), Some("src".into()), Some("k".into()));
+    for n in 0..200 {
+        s.attrs.insert(format!("a{n:03}"), "v".repeat(n));
+    }
+    encoders_agree(Hlc(1 << 63), &s);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn hand_encoder_matches_serde(s in arb_signal(), hlc in any::<u64>()) {
+        encoders_agree(Hlc(hlc), &s);
+    }
 
     #[test]
     fn hand_decoder_matches_serde(s in arb_signal(), hlc in any::<u64>(), edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4), cut in any::<usize>()) {
