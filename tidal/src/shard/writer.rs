@@ -194,7 +194,8 @@ impl ShardWriter {
     /// The thread body: serve commands until shutdown or until every sender is gone.
     pub fn run(mut self, rx: Receiver<Command>) {
         self.wal.set_epoch(self.role.epoch());
-        while let Some(first) = self.next_command(&rx) {
+        let mut waiting = None;
+        while let Some(first) = waiting.take().or_else(|| self.next_command(&rx)) {
             let mut writes = Vec::new();
             let mut controls = Vec::new();
             let mut signals = 0;
@@ -221,7 +222,7 @@ impl ShardWriter {
                 }
             }
             // Between groups, every reply sent: space for the next batches' fsyncs.
-            self.reserve_wal();
+            waiting = self.reserve_while_idle(&rx);
         }
         // Every sender is gone: nobody waits for the result, so report it here.
         if let Err(error) = self.finish() {
@@ -333,17 +334,27 @@ impl ShardWriter {
         }
     }
 
-    /// Tops up the WAL's zero-filled reserve (see `WalWriter::reserve_ahead`); a failure
-    /// stops the shard like any WAL I/O error.
-    fn reserve_wal(&mut self) {
+    /// Tops up the WAL's zero-filled reserve (see `WalWriter::reserve_slice`) a slice at a
+    /// time while no command waits; returns the command that came meanwhile, if one did. A
+    /// failure stops the shard like any WAL I/O error.
+    fn reserve_while_idle(&mut self, rx: &Receiver<Command>) -> Option<Command> {
         // Without fsyncs there is nothing to speed up, and the reserve's own sync would be
         // one the store was told not to do.
-        if self.failed.is_none()
-            && self.durability != Durability::None
-            && let Err(e) = self.wal.reserve_ahead()
-        {
-            self.fail(&e);
+        if self.failed.is_some() || self.durability == Durability::None {
+            return None;
         }
+        while self.wal.reserve_wanted() {
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            if let Err(e) = self.wal.reserve_slice() {
+                self.fail(&e);
+                return None;
+            }
+        }
+        None
     }
 
     fn release_wal(&mut self) {

@@ -10,7 +10,7 @@ use crate::wal::reader::{Repair, scan_shard};
 use crate::wal::ship::read_batches;
 use crate::wal::tests_support::*;
 use crate::wal::vfs::{StdVfs, Vfs};
-use crate::wal::writer::{RESERVE_STEP_MIN, WalWriter};
+use crate::wal::writer::{RESERVE_STEP_MAX, RESERVE_STEP_MIN, WalWriter};
 
 fn disk_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
@@ -131,4 +131,28 @@ fn zeros_ending_an_earlier_segment_are_corruption_and_a_torn_batch_before_zeros_
     append(&paths[0], &[0u8; 512]);
     let (segment, _, _) = corruption_at(read_all(vfs.as_ref(), &dir, 0, 1, Repair::Truncate).unwrap_err());
     assert_eq!(segment, paths[0]);
+}
+
+#[test]
+fn reserving_ends_at_the_segment_limit_and_keeps_within_a_step_of_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (vfs, dir) = (std_vfs(), tmp.path().join("wal"));
+    let limit = 20 * RESERVE_STEP_MIN;
+    let mut writer = new_writer(vfs.clone(), &dir, 0, limit);
+    let path = writer.current_segment().to_path_buf();
+    let mut slices = 0;
+    while writer.current_segment_len() < limit {
+        append_seqs(&mut writer, 20).unwrap();
+        // As the shard writer does between groups: slices until nothing more is wanted.
+        while writer.reserve_slice().unwrap() {
+            slices += 1;
+            assert!(slices < 10_000, "reserving never ends");
+        }
+        assert!(!writer.reserve_wanted() || writer.current_segment_len() >= limit);
+        let (len, disk) = (writer.current_segment_len(), disk_len(&path));
+        assert!(disk <= limit.max(len), "past the segment limit: {disk}");
+        assert!(disk - len <= RESERVE_STEP_MAX, "more than a step ahead: {}", disk - len);
+    }
+    assert!(slices > 5, "reserved in slices: {slices}");
+    assert!(!writer.reserve_wanted(), "a full segment wants no reserve");
 }
