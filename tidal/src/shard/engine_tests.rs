@@ -99,3 +99,35 @@ fn planning_is_pure_and_rejects_a_gapped_request_whole() {
     assert_eq!(plan.duplicates(), 1);
     assert_eq!(st.applied_seq, 0, "the state is only read");
 }
+
+#[test]
+fn a_refused_request_adds_no_record_to_its_group() {
+    let st = ShardState::new(0, limits());
+    let session = |item: &str, seq: u64| {
+        let mut s = Signal::new("u", item, SignalKind::Click);
+        (s.session, s.session_seq) = (Some("s".into()), Some(seq));
+        s
+    };
+    // The second request starts well, then skips a SeqNo: all of it is refused.
+    let requests = vec![
+        vec![Signal::new("v", "a", SignalKind::Like)],
+        vec![session("b", 1), session("c", 3)],
+        vec![Signal::new("w", "d", SignalKind::Like)],
+    ];
+    let mut clock = 0u64;
+    let plan = plan_group(&st, &requests, 1, &mut || {
+        clock += 1;
+        Hlc::new(100, clock as u16)
+    });
+    let items: Vec<&str> = plan.records.iter().map(|(_, s)| s.item).collect();
+    assert_eq!(items, ["a", "d"], "nothing of the refused request is written");
+    assert!(matches!(plan.requests[1], Err(Error::SessionGap { expected: 2, got: 3, .. })));
+    let acks: Vec<u64> = [0, 2]
+        .iter()
+        .map(|&r| match plan.requests[r].as_ref().unwrap()[0] {
+            Slot::New(i) => slot_ack(0, 1, &plan.records, Slot::New(i)).seq,
+            Slot::Duplicate(_) => panic!("not a retry"),
+        })
+        .collect();
+    assert_eq!(acks, [1, 2], "the requests around it take consecutive seqs");
+}
