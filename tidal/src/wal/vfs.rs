@@ -18,6 +18,12 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// Opens an existing file for appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// [`Vfs::read_file`] into `buf` (replacing what it held), so a reader of many files
+    /// keeps one buffer and its pages.
+    fn read_file_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read_file(path)?;
+        Ok(())
+    }
     /// Up to `len` bytes of the file from `offset` (fewer at its end, none past it), so a
     /// reader can tail a segment without reading the whole file.
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
@@ -191,6 +197,16 @@ impl Vfs for StdVfs {
         fs::read(path)
     }
 
+    fn read_file_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read;
+        let mut file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+        buf.clear();
+        buf.reserve(len);
+        file.read_to_end(buf)?;
+        Ok(())
+    }
+
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let file = File::open(path)?;
@@ -232,5 +248,25 @@ impl Vfs for StdVfs {
             )),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_into_a_buffer_replaces_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (long, short) = (dir.path().join("long"), dir.path().join("short"));
+        fs::write(&long, vec![7u8; 10_000]).unwrap();
+        fs::write(&short, b"abc").unwrap();
+        let mut buf = Vec::new();
+        StdVfs.read_file_into(&long, &mut buf).unwrap();
+        assert_eq!(buf, vec![7u8; 10_000]);
+        StdVfs.read_file_into(&short, &mut buf).unwrap();
+        assert_eq!(buf, b"abc", "a shorter file leaves nothing of the longer one");
+        assert!(buf.capacity() >= 10_000, "the buffer keeps its pages");
+        assert!(StdVfs.read_file_into(&dir.path().join("missing"), &mut buf).is_err());
     }
 }
