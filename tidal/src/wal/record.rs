@@ -291,12 +291,16 @@ struct WireCursor<'a> {
 
 impl<'a> WireCursor<'a> {
     fn record(&mut self) -> Result<WireRecord<'a>, postcard::Error> {
+        let hlc = self.varint()?;
+        let kind = self.byte()?;
+        let kind_name = self.option(Self::str)?;
+        let (user, item) = self.user_and_item()?;
         Ok(WireRecord {
-            hlc: self.varint()?,
-            kind: self.byte()?,
-            kind_name: self.option(Self::str)?,
-            user: self.str()?,
-            item: self.str()?,
+            hlc,
+            kind,
+            kind_name,
+            user,
+            item,
             value: self.f64()?,
             session: self.option(Self::str)?,
             session_seq: self.option(Self::varint)?,
@@ -321,21 +325,59 @@ impl<'a> WireCursor<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, postcard::Error> {
-        const BYTES_MAX: u32 = 10;
+        // One byte: every option tag and nearly every length of a record.
+        if let Some((&byte, rest)) = self.rest.split_first()
+            && byte < 0x80
+        {
+            self.rest = rest;
+            return Ok(u64::from(byte));
+        }
+        self.long_varint()
+    }
+
+    fn long_varint(&mut self) -> Result<u64, postcard::Error> {
+        const BYTES_MAX: usize = 10;
         let mut out = 0u64;
-        for i in 0..BYTES_MAX {
-            let byte = self.byte()?;
+        for (i, &byte) in self.rest.iter().take(BYTES_MAX).enumerate() {
             out |= u64::from(byte & 0x7F) << (7 * i);
             if byte & 0x80 == 0 {
                 // The 10th byte carries bit 63 only.
-                return if i == BYTES_MAX - 1 && byte > 1 {
-                    Err(postcard::Error::DeserializeBadVarint)
-                } else {
-                    Ok(out)
-                };
+                if i == BYTES_MAX - 1 && byte > 1 {
+                    return Err(postcard::Error::DeserializeBadVarint);
+                }
+                self.rest = &self.rest[i + 1..];
+                return Ok(out);
             }
         }
-        Err(postcard::Error::DeserializeBadVarint)
+        // No last byte: the input ended first, or ten bytes all said "more".
+        Err(if self.rest.len() < BYTES_MAX {
+            postcard::Error::DeserializeUnexpectedEnd
+        } else {
+            postcard::Error::DeserializeBadVarint
+        })
+    }
+
+    /// The user and the item, which follow each other on the wire. When the item's length
+    /// is one byte (below 0x80: an ASCII character), the span from the user's first byte to
+    /// the item's last is UTF-8 exactly when both strings are, and that byte splits it at a
+    /// character boundary; one validation of the span costs much less than two of short
+    /// strings. Anything else, errors included, takes the field-by-field path, so what is
+    /// accepted and every error are the same either way.
+    fn user_and_item(&mut self) -> Result<(&'a str, &'a str), postcard::Error> {
+        let start = self.rest;
+        let user_len = usize::try_from(self.varint()?).unwrap_or(usize::MAX);
+        let span = self.rest;
+        if let Some(&item_len) = span.get(user_len)
+            && item_len < 0x80
+            && let Some(both) = span.get(..user_len + 1 + usize::from(item_len))
+            && let Ok(both) = std::str::from_utf8(both)
+            && let (Some(user), Some(item)) = (both.get(..user_len), both.get(user_len + 1..))
+        {
+            self.rest = &span[both.len()..];
+            return Ok((user, item));
+        }
+        self.rest = start;
+        Ok((self.str()?, self.str()?))
     }
 
     fn str(&mut self) -> Result<&'a str, postcard::Error> {

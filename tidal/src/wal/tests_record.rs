@@ -221,6 +221,43 @@ fn hand_decoder_matches_serde_on_edge_cases() {
         cases.push(body[..cut].to_vec());
     }
     cases.push([body.clone(), vec![7, 7]].concat());
+    // The user and the item, validated as one span when the item's length is one byte:
+    // invalid UTF-8 in either, a character split across them, and lengths of two bytes.
+    let head = [0x01, 0x03, 0x00];
+    for (user, item) in [
+        (&b"\xC3\x28"[..], &b"ok"[..]),
+        (b"ok", b"\xC3\x28"),
+        (b"a\xC3", b"\xA9b"),
+        (b"caf\xC3\xA9", b"na\xC3\xAFve"),
+        (&[b'u'; 200][..], b"item"),
+        (b"user", &[b'i'; 130][..]),
+        (&[b'u'; 130][..], &[0xC3; 130][..]),
+    ] {
+        let mut case = head.to_vec();
+        for text in [user, item] {
+            let mut len = Vec::new();
+            let mut n = text.len();
+            while n >= 0x80 {
+                len.push(n as u8 | 0x80);
+                n >>= 7;
+            }
+            len.push(n as u8);
+            case.extend(len.iter().chain(text));
+        }
+        case.extend(&1.5f64.to_le_bytes());
+        for cut in [case.len(), case.len() - 9, 5] {
+            cases.push(case[..cut].to_vec());
+        }
+        let whole = [case, vec![0, 0, 0, 0, 0, 0]].concat();
+        let valid = std::str::from_utf8(user).is_ok() && std::str::from_utf8(item).is_ok();
+        let decoded = decode_wire_manual(&whole).map(|(w, rest)| (w.3.0, w.3.1, rest.len()));
+        match (valid, decoded) {
+            (true, Ok((u, i, 0))) => assert_eq!((u.as_bytes(), i.as_bytes()), (user, item)),
+            (false, Err(_)) => {}
+            (valid, other) => panic!("{user:02x?}/{item:02x?}: valid {valid}, decoded {other:?}"),
+        }
+        cases.push(whole);
+    }
     for case in &cases {
         decoders_agree(case);
     }
