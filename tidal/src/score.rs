@@ -4,18 +4,18 @@
 //! `S_k = Σ value · 2^((t_i − t_ref) / half_life)` ([`DecayedSums`]), where `t_ref` is fixed
 //! when the store is created. An item's score is `Σ_k w_k · S_k` summed over shards. Decaying
 //! to any query time `t` multiplies every score by the same `2^((t_ref − t) / half_life)`, so
-//! the order never changes with time and no re-sorting is needed: [`ScoreIndex`] keeps items
-//! ordered by the undecayed score and is updated by each batch before it is acknowledged.
+//! the order never changes with time and no re-sorting is needed: [`ScoreIndex`] keeps the
+//! best items ordered by the undecayed score (`index.rs`: a head above a floor) and is
+//! updated by each batch before it is acknowledged.
 //! Weights may change from one open to the next (the index is rebuilt from the sums);
 //! the half-life is fixed at creation. Custom kinds do not contribute to scores.
 
-use std::cmp::Ordering;
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
-use crate::intern::{IdKey, IdMap};
 use crate::signal::SignalKind;
+
+mod index;
+pub use index::ScoreIndex;
 
 /// Built-in kinds that carry a decayed sum (impression .. label).
 pub const SCORED_KINDS: usize = 8;
@@ -192,240 +192,9 @@ impl DecayedSums {
     }
 }
 
-/// `x`'s bits mapped so that integer order is `f64::total_cmp` order (what `total_cmp`
-/// itself compares).
-fn total_order_bits(x: f64) -> i64 {
-    let bits = x.to_bits() as i64;
-    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
-}
-
-/// A score in total order (NaN cannot occur, but would sort last rather than panic).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Key(f64);
-
-impl Eq for Key {}
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// Every item's undecayed score, merged across shards, ordered for top-k.
-///
-/// Equal scores are common (every item seen once has the same one), so the order breaks ties
-/// by a stable 32-bit hash of the id (`tie_hash`), then by the index's own id of the item
-/// (ties of both score and hash are rare; they fall to the order the index first saw the
-/// items in). Items are interned ([`IdMap`]: the key once, inline when short), so the order
-/// holds 16-byte entries and comparing them never reads a string. Memory per item: a 32-byte
-/// slot (key and score), its id-table share and one order entry; the tie hash is not kept
-/// but recomputed from the key when an item's entry moves (a hash of a short string, next to
-/// the order's remove and insert).
-#[derive(Debug, Default)]
-pub struct ScoreIndex {
-    /// Per item: the score.
-    scores: IdMap<f64>,
-    order: BTreeSet<(Key, u32, u32)>,
-    /// Ids of items [`ScoreIndex::forget_if_zero`] dropped. An [`IdMap`] never removes an id,
-    /// so a forgotten item keeps its slot but is out of the order, `score` and `len` until
-    /// it is added again (rare: set-aside tails).
-    forgotten: hashbrown::HashSet<u32>,
-}
-
-/// The order's tie-break for equal scores: the high half of the id's stable hash.
-fn tie_hash(item: &[u8]) -> u32 {
-    (crate::shard::router::stable_hash(item) >> 32) as u32
-}
-
-impl ScoreIndex {
-    /// Adds `delta` to an item's score, keeping the order.
-    pub fn add(&mut self, item: &str, delta: f64) {
-        self.add_key(&IdKey::new(item), delta);
-    }
-
-    /// [`ScoreIndex::add`] for an item named by a shard's stored key. Returns the index's
-    /// id of the item: stable for the index's life, for [`ScoreIndex::add_id`].
-    pub fn add_key(&mut self, item: &IdKey, delta: f64) -> u32 {
-        let (id, new) = self.scores.intern_key_with(item, || delta);
-        self.update(id, new, delta);
-        id
-    }
-
-    /// [`ScoreIndex::add`] for an item by the id [`ScoreIndex::add_key`] returned (no hash
-    /// probe: a shard's writer keeps its items' index ids). An unknown id changes nothing.
-    pub fn add_id(&mut self, id: u32, delta: f64) {
-        self.update(id, false, delta);
-    }
-
-    /// The index's id of `item`, if it has one (a forgotten item keeps its id).
-    pub fn id(&self, item: &str) -> Option<u32> {
-        self.scores.id(item)
-    }
-
-    /// The key of an index id (to check a cached id).
-    pub fn id_key(&self, id: u32) -> Option<&IdKey> {
-        self.scores.id_key(id)
-    }
-
-    fn update(&mut self, id: u32, new: bool, delta: f64) {
-        // Back after being forgotten: as new, with `delta` as its score.
-        let revived = !new && !self.forgotten.is_empty() && self.forgotten.remove(&id);
-        if !new && !revived && delta == 0.0 {
-            return;
-        }
-        let Some(key) = self.scores.id_key(id) else { return };
-        let tie = tie_hash(key.as_bytes());
-        let Some(score) = self.scores.value_mut(id) else { return };
-        if revived {
-            *score = delta;
-        } else if !new {
-            self.order.remove(&(Key(*score), tie, id));
-            *score += delta;
-        }
-        self.order.insert((Key(*score), tie, id));
-    }
-
-    /// Drops an item whose score is exactly zero (after its only shard's share was taken
-    /// back: a set-aside tail). Returns whether it was dropped.
-    pub fn forget_if_zero(&mut self, item: &str) -> bool {
-        let Some(id) = self.scores.id(item).filter(|id| !self.forgotten.contains(id)) else {
-            return false;
-        };
-        match self.scores.value(id) {
-            Some(&score) if score == 0.0 => {
-                self.order.remove(&(Key(score), tie_hash(item.as_bytes()), id));
-                self.forgotten.insert(id);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Builds the index from per-shard contributions in one pass: sums per item first, then
-    /// one sorted bulk build. `parts_hint` (the number of parts, or an upper bound on the
-    /// items) sizes the id map once instead of growing it step by step.
-    pub fn from_parts<'a>(
-        parts: impl IntoIterator<Item = (&'a IdKey, f64)>,
-        parts_hint: usize,
-    ) -> ScoreIndex {
-        let mut scores: IdMap<f64> = IdMap::with_capacity(parts_hint);
-        // In chunks, as `shard::apply_group` applies records: read every key's home bucket
-        // and the slot it names first, so the chunk's cache misses overlap, then intern.
-        const CHUNK: usize = 32;
-        let mut parts = parts.into_iter();
-        let mut chunk: Vec<(&IdKey, f64, u64)> = Vec::with_capacity(CHUNK);
-        loop {
-            chunk.clear();
-            chunk
-                .extend(parts.by_ref().take(CHUNK).map(|(key, score)| (key, score, scores.hash_id_key(key))));
-            if chunk.is_empty() {
-                break;
-            }
-            let mut touched = 0u64;
-            for &(_, _, hash) in &chunk {
-                if let Some((key, sum)) = scores.home(hash).and_then(|id| scores.slots().get(id as usize)) {
-                    touched = touched.wrapping_add(key.as_bytes().len() as u64).wrapping_add(sum.to_bits());
-                }
-            }
-            std::hint::black_box(touched);
-            for &(item, score, hash) in &chunk {
-                let (id, new) = scores.intern_key_hashed(item, hash, || score);
-                if !new && let Some(sum) = scores.value_mut(id) {
-                    *sum += score;
-                }
-            }
-        }
-        let mut order: Vec<(Key, u32, u32)> =
-            scores.iter_keys().map(|(id, key, &score)| (Key(score), tie_hash(key.as_bytes()), id)).collect();
-        // The order of `Key` (f64::total_cmp) as plain integers: sorting a large index
-        // compares much faster than through `total_cmp` and the tuple `Ord`.
-        order.sort_unstable_by_key(|&(score, tie, id)| (total_order_bits(score.0), tie, id));
-        ScoreIndex { scores, order: order.into_iter().collect(), forgotten: hashbrown::HashSet::new() }
-    }
-
-    /// The `k` highest-scored items after skipping `offset`, best first, with raw scores.
-    pub fn top(&self, k: usize, offset: usize) -> Vec<(String, f64)> {
-        let ranked = self.order.iter().rev().skip(offset).take(k);
-        ranked.filter_map(|(s, _, id)| Some((self.scores.key(*id)?.to_owned(), s.0))).collect()
-    }
-
-    pub fn score(&self, item: &str) -> Option<f64> {
-        let id = self.scores.id(item).filter(|id| !self.forgotten.contains(id))?;
-        self.scores.value(id).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.scores.len() - self.forgotten.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn index_orders_and_updates() {
-        let mut idx = ScoreIndex::default();
-        let (a, b, c) = ("a", "b", "c");
-        idx.add(a, 1.0);
-        idx.add(b, 5.0);
-        idx.add(c, 3.0);
-        idx.add(a, 10.0);
-        let top: Vec<String> = idx.top(2, 0).into_iter().map(|(i, _)| i.to_string()).collect();
-        assert_eq!(top, ["a", "b"]);
-        assert_eq!(idx.top(5, 2).len(), 1);
-        idx.add(a, -20.0);
-        assert_eq!(&*idx.top(1, 0)[0].0, "b");
-        assert_eq!(idx.top(3, 0).last().map(|(i, s)| (i.to_string(), *s)), Some(("a".into(), -9.0)));
-        assert_eq!(idx.len(), 3);
-    }
-
-    #[test]
-    fn a_bulk_build_equals_adding_one_by_one() {
-        // Parts of 300 items from three "shards", overlapping, more than one chunk each.
-        let keys: Vec<IdKey> = (0..300).map(|n| IdKey::new(&format!("item-{n}"))).collect();
-        let mut parts = Vec::new();
-        for shard in 0..3u32 {
-            for (n, key) in keys.iter().enumerate().filter(|(n, _)| (*n as u32 + shard).is_multiple_of(2)) {
-                parts.push((key, f64::from(shard) + n as f64 / 7.0));
-            }
-        }
-        let bulk = ScoreIndex::from_parts(parts.iter().map(|(k, s)| (*k, *s)), parts.len());
-        let mut one_by_one = ScoreIndex::default();
-        for (key, score) in &parts {
-            one_by_one.add_key(key, *score);
-        }
-        assert_eq!(bulk.len(), 300);
-        assert_eq!(bulk.top(300, 0), one_by_one.top(300, 0));
-        for key in &keys {
-            assert_eq!(bulk.score(key.as_str()), one_by_one.score(key.as_str()), "{key:?}");
-        }
-    }
-
-    #[test]
-    fn forgotten_items_leave_until_added_again() {
-        let mut idx = ScoreIndex::default();
-        idx.add("a", 2.0);
-        idx.add("b", 1.0);
-        assert!(!idx.forget_if_zero("a"), "a non-zero score stays");
-        idx.add("a", -2.0);
-        assert!(idx.forget_if_zero("a"));
-        assert!(!idx.forget_if_zero("a"), "already gone");
-        assert!(!idx.forget_if_zero("nobody"));
-        assert_eq!((idx.score("a"), idx.len()), (None, 1));
-        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0)]);
-        idx.add("a", 0.5);
-        assert_eq!((idx.score("a"), idx.len()), (Some(0.5), 2));
-        assert_eq!(idx.top(5, 0), [("b".to_owned(), 1.0), ("a".to_owned(), 0.5)]);
-    }
 
     #[test]
     fn decay_halves_per_half_life_and_keeps_order() {
@@ -451,16 +220,6 @@ mod tests {
         let mut other = Weights::default();
         other.set(&SignalKind::Like, 0.0);
         assert_eq!(sums.score(&other), 1.0, "re-weighting needs no replay");
-    }
-
-    #[test]
-    fn integer_order_is_total_cmp_order() {
-        let xs = [f64::NEG_INFINITY, -3.5, -0.0, 0.0, 1e-300, 2.0, f64::INFINITY, f64::NAN, -f64::NAN];
-        for a in xs {
-            for b in xs {
-                assert_eq!(total_order_bits(a).cmp(&total_order_bits(b)), a.total_cmp(&b), "{a} vs {b}");
-            }
-        }
     }
 
     #[test]
