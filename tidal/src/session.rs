@@ -82,8 +82,15 @@ impl SessionState {
         self.last_hlc = self.last_hlc.max(ack.hlc);
         if let Some(n) = session_seq {
             self.hwm = n;
-            if self.acks.len() == SESSION_ACKS_KEPT {
-                self.acks.pop_front();
+            match self.acks.len() {
+                SESSION_ACKS_KEPT => {
+                    self.acks.pop_front();
+                }
+                // Most sessions of a large store are short: room for one ack first, then
+                // for all it keeps (not 4, then 8: the same two allocations).
+                0 => self.acks.reserve_exact(1),
+                1 => self.acks.reserve_exact(SESSION_ACKS_KEPT - 1),
+                _ => {}
             }
             self.acks.push_back((n, ack));
         }
@@ -304,6 +311,20 @@ mod tests {
         }
         assert_eq!(s.check(1), SeqCheck::StaleDuplicate { hwm: SESSION_ACKS_KEPT as u64 + 3 });
         assert!(matches!(s.check(SESSION_ACKS_KEPT as u64 + 3), SeqCheck::Duplicate(_)));
+    }
+
+    #[test]
+    fn a_session_holds_room_for_one_ack_then_for_all_it_keeps() {
+        let mut s = SessionState::new("s");
+        s.record(Some(1), ack(1));
+        assert_eq!(s.acks.capacity(), 1, "a one-signal session");
+        s.record(Some(2), ack(2));
+        let grown = s.acks.capacity();
+        assert!(grown >= SESSION_ACKS_KEPT, "{grown}");
+        for n in 3..=(3 * SESSION_ACKS_KEPT as u64) {
+            s.record(Some(n), ack(n));
+        }
+        assert_eq!((s.acks.len(), s.acks.capacity()), (SESSION_ACKS_KEPT, grown), "no growth past the bound");
     }
 
     #[test]
