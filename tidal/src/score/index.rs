@@ -183,10 +183,11 @@ impl ScoreIndex {
     /// Trims a head grown past twice its target, rebuilds one shrunk under a quarter of it
     /// (or one a read found too small).
     fn keep_head_sized(&mut self) {
-        let wanted = *self.wanted.get_mut();
-        if wanted > self.head_target {
-            self.head_target = wanted.next_power_of_two().min(HEAD_TARGET_MAX);
-            *self.wanted.get_mut() = 0;
+        // A read wanted more than the head holds (reads store at most HEAD_TARGET_MAX, so
+        // a rebuild makes the head hold it and the next such read is fast).
+        let wanted = std::mem::take(self.wanted.get_mut());
+        if self.floor.is_some() && wanted > self.head.len() {
+            self.head_target = self.head_target.max(wanted.next_power_of_two().min(HEAD_TARGET_MAX));
             self.rebuild();
         } else if self.head.len() > 2 * self.head_target {
             let floor = self.head.iter().rev().nth(self.head_target - 1).copied();
