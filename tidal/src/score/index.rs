@@ -18,7 +18,9 @@
 //!   of its target, the change that shrank it rebuilds it from every score (`rebuild`,
 //!   O(items), after at least the head's size of such falls).
 //! - a read that needs more than the head holds (a page deep past it) ranks every item
-//!   itself (O(items)) and asks for a larger head, which the next change builds.
+//!   itself (O(items)) and asks for a larger head (`keep_head_sized`): a larger target is
+//!   built at the next change; a head only shrunk is rebuilt once half of it has fallen, so
+//!   deep reads never make each write O(items).
 //!
 //! The order is that of the whole-tree index it replaced: score, then the tie hash, then the
 //! index's id, best last in the tree (`top` reads it backwards).
@@ -183,12 +185,18 @@ impl ScoreIndex {
     /// Trims a head grown past twice its target, rebuilds one shrunk under a quarter of it
     /// (or one a read found too small).
     fn keep_head_sized(&mut self) {
-        // A read wanted more than the head holds (reads store at most HEAD_TARGET_MAX, so
-        // a rebuild makes the head hold it and the next such read is fast).
+        // A read wanted more than the head holds: a larger target (with room to spare) the
+        // first time, a rebuild once half the head has fallen below the floor since the
+        // last one. Either way a rebuild's O(items) comes after O(head) changes at least,
+        // however often deep pages are read (past HEAD_TARGET_MAX they never ask).
         let wanted = std::mem::take(self.wanted.get_mut());
         if self.floor.is_some() && wanted > self.head.len() {
-            self.head_target = self.head_target.max(wanted.next_power_of_two().min(HEAD_TARGET_MAX));
-            self.rebuild();
+            if wanted > self.head_target {
+                self.head_target = (2 * wanted.next_power_of_two()).min(HEAD_TARGET_MAX);
+                self.rebuild();
+            } else if self.head.len() < self.head_target / 2 {
+                self.rebuild();
+            }
         } else if self.head.len() > 2 * self.head_target {
             let floor = self.head.iter().rev().nth(self.head_target - 1).copied();
             if let Some(floor) = floor {
@@ -206,17 +214,23 @@ impl ScoreIndex {
         live.map(|(id, key, &score)| (Key(score), tie_hash(key.as_bytes()), id)).collect()
     }
 
-    /// The best `n` of `keys` (all of them if fewer), best first.
-    fn best(mut keys: Vec<OrderKey>, n: usize) -> Vec<OrderKey> {
+    /// The page of `keys` in rank order that skips the best `offset` and holds up to `k`,
+    /// best first: O(keys) selections, and a sort of the page only.
+    fn page(mut keys: Vec<OrderKey>, offset: usize, k: usize) -> Vec<OrderKey> {
         // The order of `Key` (f64::total_cmp) as plain integers: much faster than through
         // `total_cmp` and the tuple `Ord` on a large index.
         let order = |&(score, tie, id): &OrderKey| std::cmp::Reverse((total_order_bits(score.0), tie, id));
-        if n == 0 {
+        if offset >= keys.len() || k == 0 {
             return Vec::new();
         }
-        if keys.len() > n {
-            keys.select_nth_unstable_by_key(n - 1, order);
-            keys.truncate(n);
+        let end = offset.saturating_add(k).min(keys.len());
+        if end < keys.len() {
+            keys.select_nth_unstable_by_key(end - 1, order);
+            keys.truncate(end);
+        }
+        if offset > 0 {
+            keys.select_nth_unstable_by_key(offset - 1, order);
+            keys.drain(..offset);
         }
         keys.sort_unstable_by_key(order);
         keys
@@ -227,7 +241,7 @@ impl ScoreIndex {
     fn rebuild(&mut self) {
         let keys = self.all_keys();
         let everything = keys.len() <= self.head_target;
-        let best = Self::best(keys, self.head_target);
+        let best = Self::page(keys, 0, self.head_target);
         self.floor = if everything { None } else { best.last().copied() };
         self.head = best.into_iter().collect();
     }
@@ -297,9 +311,15 @@ impl ScoreIndex {
         if self.floor.is_none() || self.head.len() >= need {
             return self.head.iter().rev().skip(offset).take(k).filter_map(name).collect();
         }
-        // A page past the head: rank everything, and ask for a head that holds it.
-        self.wanted.fetch_max(need.min(HEAD_TARGET_MAX), AtomicOrdering::Relaxed);
-        Self::best(self.all_keys(), need).iter().skip(offset).filter_map(name).collect()
+        if offset >= self.len() {
+            return Vec::new();
+        }
+        // A page past the head: rank everything, and ask for a head that holds it (if one
+        // could).
+        if need <= HEAD_TARGET_MAX {
+            self.wanted.fetch_max(need, AtomicOrdering::Relaxed);
+        }
+        Self::page(self.all_keys(), offset, k).iter().filter_map(name).collect()
     }
 
     pub fn score(&self, item: &str) -> Option<f64> {
