@@ -309,7 +309,7 @@ fn check_text(field: &str, value: &str, max: usize, non_empty: bool) -> Result<(
 /// Whether every byte is printable ASCII (0x20..=0x7E), eight bytes at a time: ids are
 /// short, too short for the compiler's vector loop, and a byte at a time cost about 75
 /// instructions per id.
-pub(crate) fn printable_ascii(bytes: &[u8]) -> bool {
+fn printable_ascii(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Some byte below 0x20 (the borrow trick: exact for "any byte", n <= 0x80), or above
